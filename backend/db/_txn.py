@@ -1,0 +1,78 @@
+"""The state of one function run against the database: connection, scope, read set and write log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import knobs
+from ..errors import LimitExceeded
+from ..postgres import Connection
+from ..schema import Schema
+from ._keys import Interval, ReadSet, WrittenKey, index_keys
+
+
+@dataclass(slots=True)
+class Write:
+    table: str
+    document_id: str
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+
+@dataclass
+class Txn:
+    """One transaction's bookkeeping. ``tenant`` is the business the function runs for (None: unscoped)."""
+
+    conn: Connection
+    schema: Schema
+    now: dt.datetime
+    read_only: bool
+    tenant: str | None = None
+    cross_tenant: bool = False
+    actor: str | None = None
+    function_path: str = ""
+    request_id: str | None = None
+    read_set: ReadSet = field(default_factory=ReadSet)
+    writes: list[Write] = field(default_factory=list)
+    rows_scanned: int = 0
+    audit_rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def record_read(self, interval: Interval) -> None:
+        if len(self.read_set) >= knobs.MAX_READ_RANGES:
+            raise LimitExceeded(
+                f"{self.function_path}: read more than {knobs.MAX_READ_RANGES} index ranges in one transaction"
+            )
+        self.read_set.add(interval)
+
+    def count_scanned(self, rows: int) -> None:
+        self.rows_scanned += rows
+        if self.rows_scanned > knobs.MAX_ROWS_SCANNED:
+            raise LimitExceeded(
+                f"{self.function_path}: scanned more than {knobs.MAX_ROWS_SCANNED} documents in one "
+                "transaction; read through a narrower index range"
+            )
+
+    def record_write(self, write: Write) -> None:
+        if len(self.writes) >= knobs.MAX_ROWS_WRITTEN:
+            raise LimitExceeded(
+                f"{self.function_path}: wrote more than {knobs.MAX_ROWS_WRITTEN} documents in one transaction"
+            )
+        self.writes.append(write)
+
+    def written_keys(self) -> list[WrittenKey]:
+        """Old and new index keys of every written document, deduplicated."""
+        seen: set[WrittenKey] = set()
+        out: list[WrittenKey] = []
+        for write in self.writes:
+            table = self.schema.table(write.table)
+            for document in (write.old, write.new):
+                if document is None:
+                    continue
+                for index, key in index_keys(table, document):
+                    item = WrittenKey(table.name, index.name, key)
+                    if item not in seen:
+                        seen.add(item)
+                        out.append(item)
+        return out

@@ -1,0 +1,226 @@
+"""``ctx.db`` in mutations: insert, patch, replace, delete and restore, each recorded in the write log.
+
+The engine owns ``_id``, ``_creationTime``, the audit fields and the soft-delete fields: a function that tries
+to set one gets an error, so audit data cannot be forged. On audited tables each write appends an
+``audit_log`` row in the same transaction, so a rolled-back mutation leaves no audit trail behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+import asyncpg
+
+from .. import ids
+from ..errors import InvalidWrite, NotFound, ReferenceViolation, SchemaError, UniqueViolation
+from ..schema import TableSpec
+from ..values import format_instant
+from ._txn import Txn, Write
+from .reader import DatabaseReader, TenantViolation, _quote
+
+__all__ = ["DatabaseWriter"]
+
+Document = dict[str, Any]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return format_instant(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+class DatabaseWriter(DatabaseReader):
+    """Read and write access for mutations."""
+
+    def __init__(self, txn: Txn) -> None:
+        super().__init__(txn)
+
+    # -- helpers -----------------------------------------------------------------------------------------
+
+    def _check_fields(self, table: TableSpec, fields: Document, *, partial: bool) -> Document:
+        clean: Document = {}
+        for key, value in fields.items():
+            spec = table.fields.get(key)
+            if spec is None:
+                raise InvalidWrite(f"{table.name}.{key}: unknown field")
+            if spec.system:
+                raise InvalidWrite(f"{table.name}.{key}: set by the engine; functions cannot write it")
+            if value is None:
+                if not spec.nullable:
+                    raise InvalidWrite(f"{table.name}.{key}: required field cannot be null")
+                clean[key] = None
+                continue
+            try:
+                clean[key] = spec.check(value, f"{table.name}.{key}")
+            except SchemaError as error:
+                raise InvalidWrite(error.message) from None
+        if not partial:
+            for spec in table.columns:
+                if not spec.system and not spec.nullable and spec.key not in clean:
+                    raise InvalidWrite(f"{table.name}.{spec.key}: missing required field")
+        return clean
+
+    async def _current(self, document_id: str, operation: str) -> tuple[TableSpec, Document]:
+        table = self._txn.schema.table_of_id(document_id) if isinstance(document_id, str) else None
+        if table is None:
+            raise NotFound(f"{operation}: {str(document_id)[:40]!r} is not a document id")
+        doc = await self._fetch(table, document_id)
+        if doc is None or not self._in_scope(table, doc):
+            raise NotFound(f"{operation}: no document with id {document_id!r}")
+        return table, doc
+
+    async def _execute(self, sql: str, *params: Any) -> None:
+        try:
+            await self._txn.conn.execute(sql, *params)
+        except asyncpg.UniqueViolationError as error:
+            raise UniqueViolation(f"unique index {error.constraint_name}: a live document with this key exists") from error
+        except asyncpg.ForeignKeyViolationError as error:
+            raise ReferenceViolation(_reference_message(error)) from error
+
+    def _stamp(self, table: TableSpec, doc: Document, *, created: bool) -> None:
+        if table.audited:
+            if created:
+                doc["createdAt"] = self._txn.now
+                doc["createdBy"] = self._txn.actor
+            doc["updatedAt"] = self._txn.now
+            doc["updatedBy"] = self._txn.actor
+
+    async def _audit(self, table: TableSpec, operation: str, old: Document | None, new: Document | None) -> None:
+        if not table.audited:
+            return
+        audit = self._txn.schema.table("audit_log")
+        changed = sorted(
+            k for k in set(old or {}) | set(new or {}) if (old or {}).get(k) != (new or {}).get(k)
+        )
+        doc_id = (new or old or {})["_id"]
+        tenant = (new or old or {}).get(table.tenant_key) if table.tenant_key else (doc_id if table.tenant_root else None)
+        row: Document = {
+            "businessId": tenant,
+            "tableName": table.name,
+            "documentId": doc_id,
+            "operation": operation,
+            "actor": self._txn.actor,
+            "functionPath": self._txn.function_path,
+            "requestId": self._txn.request_id,
+            "before": None if old is None else {k: _jsonable(old.get(k)) for k in changed if k in old},
+            "after": None if new is None else {k: _jsonable(new.get(k)) for k in changed if k in new},
+        }
+        await self._insert_row(audit, row)
+
+    async def _insert_row(self, table: TableSpec, fields: Document) -> Document:
+        now = self._txn.now
+        doc: Document = {
+            "_id": ids.new_id(table.number),
+            "_creationTime": now.timestamp() * 1000.0,
+        }
+        doc.update(fields)
+        if table.soft_delete:
+            doc.update(deleted=False, deletedAt=None, deletedBy=None)
+        self._stamp(table, doc, created=True)
+        columns = table.columns
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
+        sql = f"INSERT INTO {_quote(table.name)} ({', '.join(_quote(c.column) for c in columns)}) VALUES ({placeholders})"
+        full = {c.key: doc.get(c.key) for c in columns}
+        await self._execute(sql, *full.values())
+        self._txn.record_write(Write(table.name, str(full["_id"]), None, full))
+        return full
+
+    # -- public API --------------------------------------------------------------------------------------
+
+    async def insert(self, table_name: str, document: Document) -> str:
+        """Insert a document and return its id; on a tenant table the tenant field defaults to the scope."""
+        txn = self._txn
+        table = txn.schema.table(table_name)
+        if table.name == "audit_log":
+            raise InvalidWrite("audit_log is written by the engine only")
+        fields = dict(document)
+        if table.tenant_key and not txn.cross_tenant:
+            if txn.tenant is None:
+                raise TenantViolation(
+                    f"table {table.name!r} belongs to a tenant; declare tenant=... on {txn.function_path}"
+                )
+            given = fields.setdefault(table.tenant_key, txn.tenant)
+            if given != txn.tenant:
+                raise TenantViolation(f"{table.name}.{table.tenant_key}: cannot write into another tenant")
+        if table.tenant_root and not txn.cross_tenant and txn.tenant is not None:
+            raise TenantViolation(f"a function scoped to one tenant cannot create another {table.name} row")
+        clean = self._check_fields(table, fields, partial=False)
+        doc = await self._insert_row(table, clean)
+        if table.tenant_root and txn.tenant is None and not txn.cross_tenant:
+            txn.tenant = doc["_id"]  # the function now works inside the tenant it created
+        await self._audit(table, "insert", None, doc)
+        return str(doc["_id"])
+
+    async def patch(self, document_id: str, fields: Document) -> None:
+        """Change some fields; ``None`` clears a nullable field."""
+        table, old = await self._current(document_id, "patch")
+        clean = self._check_fields(table, fields, partial=True)
+        if table.tenant_key and table.tenant_key in clean and clean[table.tenant_key] != old.get(table.tenant_key):
+            raise TenantViolation(f"{table.name}.{table.tenant_key}: a document cannot move to another tenant")
+        await self._update(table, old, clean, "update")
+
+    async def replace(self, document_id: str, document: Document) -> None:
+        """Replace every user field (the engine's fields are kept)."""
+        table, old = await self._current(document_id, "replace")
+        fields = dict(document)
+        if table.tenant_key:
+            fields.setdefault(table.tenant_key, old.get(table.tenant_key))
+        clean = self._check_fields(table, fields, partial=False)
+        for spec in table.columns:
+            if not spec.system and spec.key not in clean:
+                clean[spec.key] = None
+        if table.tenant_key and clean.get(table.tenant_key) != old.get(table.tenant_key):
+            raise TenantViolation(f"{table.name}.{table.tenant_key}: a document cannot move to another tenant")
+        await self._update(table, old, clean, "replace")
+
+    async def delete(self, document_id: str) -> None:
+        """Soft-delete on soft-delete tables (``restore`` undoes it); a real DELETE elsewhere."""
+        table, old = await self._current(document_id, "delete")
+        if table.soft_delete:
+            await self._update(
+                table, old, {"deleted": True, "deletedAt": self._txn.now, "deletedBy": self._txn.actor}, "delete"
+            )
+            return
+        await self._execute(f"DELETE FROM {_quote(table.name)} WHERE _id = $1", document_id)
+        self._txn.record_write(Write(table.name, document_id, old, None))
+        await self._audit(table, "delete", old, None)
+
+    async def restore(self, document_id: str) -> None:
+        table = self._txn.schema.table_of_id(document_id)
+        if table is None or not table.soft_delete:
+            raise InvalidWrite(f"restore: {document_id!r} is not in a soft-delete table")
+        doc = await self.get(document_id, include_deleted=True)
+        if doc is None:
+            raise NotFound(f"restore: no document with id {document_id!r}")
+        if doc.get("deleted"):
+            await self._update(table, doc, {"deleted": False, "deletedAt": None, "deletedBy": None}, "restore")
+
+    async def _update(self, table: TableSpec, old: Document, changes: Document, operation: str) -> None:
+        new = dict(old)
+        new.update(changes)
+        self._stamp(table, new, created=False)
+        changed = [c for c in table.columns if new.get(c.key) != old.get(c.key) or c.key in changes]
+        if changed:
+            sets = ", ".join(f"{_quote(c.column)} = ${i + 2}" for i, c in enumerate(changed))
+            await self._execute(
+                f"UPDATE {_quote(table.name)} SET {sets} WHERE _id = $1", old["_id"], *(new[c.key] for c in changed)
+            )
+        self._txn.record_write(Write(table.name, old["_id"], old, new))
+        await self._audit(table, operation, old, new)
+
+
+def _reference_message(error: asyncpg.ForeignKeyViolationError) -> str:
+    detail = getattr(error, "detail", "") or ""
+    if "is still referenced" in detail:
+        return f"cannot delete: the document is still referenced from table {getattr(error, 'table_name', '?')!r}"
+    return f"a reference points to a document that does not exist ({detail})"

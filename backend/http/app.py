@@ -1,0 +1,183 @@
+"""HTTP routes: ``POST /api/query|mutation|action``, ``/api/run/{path}``, ``/api/function``, ``GET /health``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.config.cors import CORSConfig
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from .. import knobs
+from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated
+from ._responses import error_response, json_response, outcome_response
+
+if TYPE_CHECKING:
+    from ..server import Backend
+
+__all__ = ["create_app"]
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=False):
+    path: str
+    args: Any = msgspec.field(default_factory=dict)
+    format: str | None = None
+    componentPath: str | None = None
+
+
+class _RunEnvelope(msgspec.Struct, forbid_unknown_fields=False):
+    args: Any = msgspec.field(default_factory=dict)
+    format: str | None = None
+
+
+def _decode(body: bytes, kind: type[Any]) -> Any:
+    if len(body) > knobs.MAX_MESSAGE_BYTES:
+        raise InvalidRequest(f"request body is larger than {knobs.MAX_MESSAGE_BYTES} bytes")
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as error:
+        raise InvalidRequest(f"malformed request: {error}") from None
+    except msgspec.DecodeError:
+        raise InvalidRequest("malformed request: the body is not valid JSON") from None
+
+
+def _args_object(args: Any) -> Any:
+    """The HTTP API takes args as an object or as a one-element array holding the object."""
+    if isinstance(args, list):
+        if len(args) != 1:
+            raise InvalidRequest("$.args: expected an object or a one-element array")
+        return args[0]
+    return args
+
+
+def _check_format(fmt: str | None) -> None:
+    if fmt not in (None, "convex_encoded_json", "json"):
+        raise InvalidRequest(f"$.format: unsupported format {fmt!r}")
+
+
+def _backend(request: Request[Any, Any, Any]) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
+def _identity(request: Request[Any, Any, Any]) -> Any | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization header must be 'Bearer <token>'")
+    return _backend(request).verify_token(token.strip())
+
+
+async def _call(request: Request[Any, Any, Any], kind: str, path: str, args: Any) -> Response[bytes]:
+    backend = _backend(request)
+    identity = _identity(request)
+    runner = backend.runner
+    if kind == "query":
+        outcome = await runner.query(path, args, identity)
+    elif kind == "mutation":
+        outcome = await runner.mutation(path, args, identity)
+    else:
+        outcome = await runner.action(path, args, identity)
+    return outcome_response(outcome)
+
+
+async def _handle(request: Request[Any, Any, Any], kind: str) -> Response[bytes]:
+    try:
+        envelope = _decode(await request.body(), _Envelope)
+        _check_format(envelope.format)
+        return await _call(request, kind, envelope.path, _args_object(envelope.args))
+    except (BackendError, AppError) as error:
+        return error_response(error)
+
+
+@post("/api/query", status_code=200)
+async def api_query(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return await _handle(request, "query")
+
+
+@post("/api/mutation", status_code=200)
+async def api_mutation(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return await _handle(request, "mutation")
+
+
+@post("/api/action", status_code=200)
+async def api_action(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return await _handle(request, "action")
+
+
+@post("/api/function", status_code=200)
+async def api_function(request: Request[Any, Any, Any]) -> Response[bytes]:
+    try:
+        envelope = _decode(await request.body(), _Envelope)
+        _check_format(envelope.format)
+        spec = _backend(request).registry.resolve(envelope.path)
+        return await _call(request, spec.kind, envelope.path, _args_object(envelope.args))
+    except BackendError as error:
+        return error_response(error)
+
+
+@post("/api/run/{function_path:path}", status_code=200)
+async def api_run(request: Request[Any, Any, Any], function_path: str) -> Response[bytes]:
+    """``/api/run/classes/templates/create`` calls ``classes/templates:create``."""
+    try:
+        module, _, name = function_path.strip("/").rpartition("/")
+        path = f"{module}:{name}" if module else name
+        envelope = _decode(await request.body() or b"{}", _RunEnvelope)
+        _check_format(envelope.format)
+        spec = _backend(request).registry.resolve(path)
+        return await _call(request, spec.kind, path, _args_object(envelope.args))
+    except BackendError as error:
+        return error_response(error)
+
+
+@get("/health")
+async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
+    backend = _backend(request)
+    ok = await backend.healthy()
+    return json_response({"status": "ok" if ok else "degraded", "functions": len(backend.registry.functions)},
+                         200 if ok else 503)
+
+
+@get("/api/functions")
+async def list_functions(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Every public function with its kind and argument/return JSON Schemas."""
+    backend = _backend(request)
+    listing = [
+        {"path": s.path, "kind": s.kind, "args": s.args.json_schema(), "returns": s.returns.json_schema()}
+        for s in backend.registry
+        if not s.internal
+    ]
+    return json_response(listing)
+
+
+class _CollapseSlashes:
+    """``http://host/`` as a deployment address makes clients call ``//api/...``; treat it as ``/api/...``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and "//" in scope["path"]:
+            path = scope["path"]
+            while "//" in path:
+                path = path.replace("//", "/")
+            scope = {**scope, "path": path, "raw_path": path.encode()}  # type: ignore[assignment,typeddict-item]
+        await self.app(scope, receive, send)
+
+
+def create_app(backend: Backend) -> Any:
+    from ..sync.endpoint import sync_routes
+
+    app = Litestar(
+        route_handlers=[api_query, api_mutation, api_action, api_function, api_run, health, list_functions,
+                        *sync_routes()],
+        cors_config=CORSConfig(allow_origins=["*"], allow_headers=["*"], allow_methods=["GET", "POST", "OPTIONS"]),
+        request_max_body_size=knobs.MAX_MESSAGE_BYTES,
+        openapi_config=None,
+        debug=False,
+    )
+    app.state.backend = backend
+    return _CollapseSlashes(app)

@@ -1,0 +1,61 @@
+"""Every tunable of the engine in one place, each with a default, bounds and an environment override."""
+
+from __future__ import annotations
+
+import os
+
+
+def _env_int(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = int(raw)
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _env_float(name: str, default: float, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = float(raw)
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+#: Rows a single function may read (index entries scanned, filtered-out rows included). Convex: 32,000.
+MAX_ROWS_SCANNED = _env_int("BACKEND_MAX_ROWS_SCANNED", 32_000, 1, 10_000_000)
+#: Documents a single mutation may write. Convex: 16,000.
+MAX_ROWS_WRITTEN = _env_int("BACKEND_MAX_ROWS_WRITTEN", 16_000, 1, 1_000_000)
+#: Index ranges a single function may read. Convex: 4,096.
+MAX_READ_RANGES = _env_int("BACKEND_MAX_READ_RANGES", 4_096, 1, 1_000_000)
+#: Bytes of encoded arguments or results. Convex: 16 MiB.
+MAX_VALUE_BYTES = _env_int("BACKEND_MAX_VALUE_BYTES", 16 * 1024 * 1024, 1024, 1 << 30)
+#: Bytes of one WebSocket frame or HTTP body accepted from a client.
+MAX_MESSAGE_BYTES = _env_int("BACKEND_MAX_MESSAGE_BYTES", 17 * 1024 * 1024, 1024, 1 << 30)
+#: Attempts of a mutation that fails with a serialization failure or deadlock before giving up.
+MUTATION_MAX_ATTEMPTS = _env_int("BACKEND_MUTATION_MAX_ATTEMPTS", 12, 1, 1000)
+#: First retry backoff in seconds; doubles each attempt, with full jitter.
+MUTATION_RETRY_BASE_SECONDS = _env_float("BACKEND_MUTATION_RETRY_BASE_SECONDS", 0.002, 0.0, 10.0)
+#: Largest retry backoff in seconds.
+MUTATION_RETRY_MAX_SECONDS = _env_float("BACKEND_MUTATION_RETRY_MAX_SECONDS", 0.25, 0.0, 60.0)
+#: Connections in the asyncpg pool of one node.
+POOL_MAX_SIZE = _env_int("BACKEND_POOL_MAX_SIZE", 20, 2, 1000)
+#: Transitions waiting to be written to one socket before the client is cut off. Convex uses 2.
+MAX_PENDING_TRANSITIONS = _env_int("BACKEND_MAX_PENDING_TRANSITIONS", 4, 1, 1000)
+#: Seconds without a message to a client before a JSON Ping is sent.
+PING_INTERVAL_SECONDS = _env_float("BACKEND_PING_INTERVAL_SECONDS", 15.0, 0.1, 60.0)
+#: Queries one socket may hold.
+MAX_QUERIES_PER_SESSION = _env_int("BACKEND_MAX_QUERIES_PER_SESSION", 10_000, 1, 1_000_000)
+#: Requests (mutations and actions) one socket may have in flight.
+MAX_INFLIGHT_REQUESTS = _env_int("BACKEND_MAX_INFLIGHT_REQUESTS", 256, 1, 100_000)
+#: Scheduled jobs one mutation may create.
+MAX_SCHEDULED_PER_MUTATION = _env_int("BACKEND_MAX_SCHEDULED_PER_MUTATION", 1_000, 1, 100_000)
+#: Bytes of encoded arguments of one scheduled job.
+MAX_SCHEDULED_ARGS_BYTES = _env_int("BACKEND_MAX_SCHEDULED_ARGS_BYTES", 8 * 1024 * 1024, 1024, 1 << 30)
+#: Seconds between scheduler polls when no wake-up arrives.
+SCHEDULER_POLL_SECONDS = _env_float("BACKEND_SCHEDULER_POLL_SECONDS", 1.0, 0.01, 60.0)
+#: Seconds a commit-log row is kept; a node further behind than this rebuilds its subscriptions.
+COMMIT_LOG_RETENTION_SECONDS = _env_float("BACKEND_COMMIT_LOG_RETENTION_SECONDS", 3600.0, 10.0, 86400.0 * 30)

@@ -1,0 +1,70 @@
+"""Where the database lives: ``DATABASE_URL`` if set, else an embedded PostgreSQL in the data folder.
+
+The embedded server (the ``pgserver`` package) lets a fresh machine run everything with no database
+installed; ``stop()`` shuts it down on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+__all__ = ["Connection", "Database", "connect_pool", "init_connection", "locate_database"]
+
+#: A plain connection or one borrowed from the pool; both run the same statements.
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+log = logging.getLogger("backend.postgres")
+
+
+@dataclass
+class Database:
+    url: str
+    embedded: Any | None = None
+
+    def stop(self) -> None:
+        if self.embedded is not None:
+            try:
+                self.embedded.cleanup()
+            except Exception:  # pragma: no cover - best effort on shutdown
+                log.exception("stopping the embedded PostgreSQL failed")
+            self.embedded = None
+
+
+def locate_database(data_dir: Path, database: str = "backend") -> Database:
+    """``DATABASE_URL`` when set; otherwise start (or reuse) the embedded server in ``data_dir/pg``."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return Database(url)
+    import pgserver  # type: ignore[import-untyped,unused-ignore]
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
+        str(data_dir / "pg"), cleanup_mode="stop")
+    existing = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "(1 row)" not in existing:
+        server.psql(f'CREATE DATABASE "{database}";')
+    return Database(server.get_uri(database), server)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection setup: JSON codecs through msgspec."""
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(
+            kind,
+            encoder=lambda value: msgspec.json.encode(value).decode(),
+            decoder=msgspec.json.decode,
+            schema="pg_catalog",
+        )
+
+
+async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=init_connection)
+    assert pool is not None
+    return pool

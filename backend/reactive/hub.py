@@ -1,0 +1,411 @@
+"""The subscription hub: one loop per node that turns commits into Transitions.
+
+Each iteration opens one ``REPEATABLE READ READ ONLY`` snapshot and learns exactly which commits it holds
+that the previous snapshot did not (the commit log rows with ``NOT pg_visible_in_snapshot(xid, previous)``).
+Their written index keys are matched against the invalidation index; the affected query instances, plus any
+newly added ones, are re-run in that same snapshot; every session whose queries changed, whose query set or
+identity changed, or whose mutation completed gets one Transition stamped with the snapshot's timestamp.
+So all results in a Transition come from one snapshot, and a mutation's Transition already holds its writes.
+
+Identical (function, args, identity) subscriptions share one ``QueryInstance``: one re-run, one encoding of
+the result, fanned out to every subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import asyncpg
+import msgspec
+
+from .. import knobs
+from ..db import decode_keys
+from ..errors import AppError, BackendError
+from ..postgres import init_connection
+from ..registry import FunctionSpec
+from ..values import encode_value
+from .clock import HybridClock
+from .invalidation import InvalidationIndex
+
+if TYPE_CHECKING:
+    from ..server import Backend
+
+__all__ = ["CHANNEL", "Hub", "QueryInstance", "Subscriber"]
+
+log = logging.getLogger("backend.hub")
+
+CHANNEL = "backend_commits"
+QueryKey = tuple[str, bytes, str | None]
+
+
+class SessionLink(Protocol):
+    """What the hub needs from a socket: queue a frame (False when the client is too far behind), close."""
+
+    def enqueue(self, frame: bytes, *, transition: bool) -> bool: ...
+
+    def overloaded(self) -> None: ...
+
+
+@dataclass(eq=False)
+class QueryInstance:
+    key: QueryKey
+    spec: FunctionSpec | None
+    kwargs: dict[str, Any]
+    identity: Any | None
+    subscribers: set[tuple[Subscriber, int]] = field(default_factory=set)
+    modification: bytes | None = None  # encoded QueryUpdated/QueryFailed body minus queryId
+    digest: bytes = b""
+    runs: int = 0
+    failed_to_resolve: BaseException | None = None
+    raw_args: Any = None
+    changed_now: bool = False
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """The hub's view of one socket's query set."""
+
+    link: SessionLink
+    identity: Any | None = None
+    query_set: int = 0
+    identity_version: int = 0
+    ts: int = 0
+    target_query_set: int = 0
+    target_identity: int = 0
+    queries: dict[int, QueryInstance] = field(default_factory=dict)
+    changed: set[int] = field(default_factory=set)
+    removed: list[int] = field(default_factory=list)
+    completions: list[Callable[[int], bytes]] = field(default_factory=list)
+    closed: bool = False
+
+    @property
+    def identity_key(self) -> str | None:
+        return None if self.identity is None else str(self.identity.token_identifier)
+
+
+@dataclass
+class _Add:
+    query_id: int
+    path: str
+    args: Any
+
+
+@dataclass
+class _Request:
+    sub: Subscriber
+    query_set: int | None = None
+    adds: list[_Add] = field(default_factory=list)
+    removes: list[int] = field(default_factory=list)
+    identity: tuple[Any | None, int] | None = None
+    completion: Callable[[int], bytes] | None = None
+
+
+def ts_bytes(ts: int) -> str:
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack("<Q", ts)).decode("ascii")
+
+
+class Hub:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.index = InvalidationIndex()
+        self.instances: dict[QueryKey, QueryInstance] = {}
+        self.clock = HybridClock()
+        self.subscribers: set[Subscriber] = set()
+        self._requests: list[_Request] = []
+        self._wake = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._notifier: asyncpg.Connection | None = None
+        self._notify_pending = False
+        self._snapshot: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._persist_task: asyncio.Task[None] | None = None
+        self._persisted = 0
+        self.stats = {"snapshots": 0, "reruns": 0, "commits": 0, "transitions": 0}
+        self.last_ts = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        url = self.backend.url
+        self._conn = await asyncpg.connect(url)
+        await init_connection(self._conn)
+        await self._conn.execute("SET plan_cache_mode = force_custom_plan")
+        self._notifier = await asyncpg.connect(url)
+        await self._notifier.execute("SET synchronous_commit = off")
+        self._listener = await asyncpg.connect(url)
+        await self._listener.add_listener(CHANNEL, self._on_notify)
+        floor = await self._conn.fetchval("SELECT ts FROM _clock WHERE id = 1")
+        self.clock.observe(int(floor or 0))
+        self._snapshot = await self._conn.fetchval("SELECT pg_current_snapshot()::text")
+        self._task = asyncio.create_task(self._loop(), name="hub")
+        self._persist_task = asyncio.create_task(self._persist_clock(), name="hub-clock")
+
+    async def stop(self) -> None:
+        for task in (self._task, self._persist_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._save_clock()
+        for conn in (self._listener, self._notifier, self._conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    # -- wake-ups ----------------------------------------------------------------------------------------
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    def poke_local(self) -> None:
+        """A local commit happened: process it now, and tell the other nodes (coalesced)."""
+        self._wake.set()
+        if not self._notify_pending and self._notifier is not None:
+            self._notify_pending = True
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        try:
+            await asyncio.sleep(0)
+            self._notify_pending = False
+            if self._notifier is not None:
+                await self._notifier.execute(f"NOTIFY {CHANNEL}")
+        except Exception:  # pragma: no cover - a lost wake-up only delays other nodes until their next poll
+            self._notify_pending = False
+            log.exception("commit wake-up failed")
+
+    # -- requests from sessions --------------------------------------------------------------------------
+
+    def connect(self, link: SessionLink) -> Subscriber:
+        sub = Subscriber(link)
+        self.subscribers.add(sub)
+        return sub
+
+    def disconnect(self, sub: Subscriber) -> None:
+        sub.closed = True
+        self.subscribers.discard(sub)
+        for query_id in list(sub.queries):
+            self._unsubscribe(sub, query_id)
+
+    def observe_timestamp(self, ts: int) -> None:
+        self.clock.observe(ts)
+
+    def modify(self, sub: Subscriber, new_version: int, adds: list[tuple[int, str, Any]], removes: list[int]) -> None:
+        self._push(_Request(sub, query_set=new_version, adds=[_Add(*a) for a in adds], removes=removes))
+
+    def set_identity(self, sub: Subscriber, identity: Any | None, version: int) -> None:
+        self._push(_Request(sub, identity=(identity, version)))
+
+    def complete(self, sub: Subscriber, response: Callable[[int], bytes]) -> None:
+        """Queue a mutation response; it goes out with the next snapshot's Transition (ts ≥ its commit)."""
+        self._push(_Request(sub, completion=response))
+
+    def _push(self, request: _Request) -> None:
+        self._requests.append(request)
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=knobs.SCHEDULER_POLL_SECONDS * 5)
+            self._wake.clear()
+            try:
+                await self._iteration()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hub iteration failed; retrying")
+                await asyncio.sleep(0.05)
+                self._wake.set()
+
+    async def _iteration(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        requests, self._requests = self._requests, []
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await conn.fetchval("SELECT pg_current_snapshot()::text")
+            rows = await conn.fetch(
+                "SELECT summary FROM _commit_log WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) "
+                "AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)",
+                self._snapshot,
+            )
+            self._snapshot = snapshot
+            self.stats["snapshots"] += 1
+            self.stats["commits"] += len(rows)
+            dirty: set[QueryInstance] = set()
+            for row in rows:
+                for owner in self.index.match(decode_keys(row["summary"])):
+                    instance = self.instances.get(owner)  # type: ignore[call-overload]
+                    if instance is not None:
+                        dirty.add(instance)
+            touched: set[Subscriber] = set()
+            for request in requests:
+                self._apply(request, dirty, touched)
+            for instance in dirty:
+                if instance.subscribers:
+                    await self._run(conn, instance)
+        ts = self.clock.stamp()
+        self.last_ts = ts
+        for instance in dirty:
+            for sub, query_id in instance.subscribers:
+                if instance.changed_now:
+                    sub.changed.add(query_id)
+                    touched.add(sub)
+        for sub in touched:
+            if not sub.closed:
+                self._send_transition(sub, ts)
+
+    def _apply(self, request: _Request, dirty: set[QueryInstance], touched: set[Subscriber]) -> None:
+        sub = request.sub
+        if sub.closed:
+            return
+        touched.add(sub)
+        if request.completion is not None:
+            sub.completions.append(request.completion)
+        if request.identity is not None:
+            identity, version = request.identity
+            sub.identity = identity
+            sub.target_identity = version
+            for query_id, instance in list(sub.queries.items()):
+                self._unsubscribe(sub, query_id)
+                self._subscribe(sub, query_id, instance.key[0], instance.raw_args, dirty)
+        if request.query_set is not None:
+            sub.target_query_set = request.query_set
+            for query_id in request.removes:
+                self._unsubscribe(sub, query_id)
+                sub.changed.discard(query_id)
+                sub.removed.append(query_id)
+            for add in request.adds:
+                self._subscribe(sub, add.query_id, add.path, add.args, dirty)
+
+    def _subscribe(self, sub: Subscriber, query_id: int, path: str, args: Any, dirty: set[QueryInstance]) -> None:
+        args_key = msgspec.json.encode(args)
+        key: QueryKey = (path, args_key, sub.identity_key)
+        instance = self.instances.get(key)
+        if instance is None:
+            instance = self._new_instance(key, path, args, sub.identity)
+            self.instances[key] = instance
+            dirty.add(instance)
+        instance.subscribers.add((sub, query_id))
+        sub.queries[query_id] = instance
+        sub.changed.add(query_id)
+
+    def _new_instance(self, key: QueryKey, path: str, args: Any, identity: Any | None) -> QueryInstance:
+        runner = self.backend.runner
+        instance = QueryInstance(key, None, {}, identity)
+        instance.raw_args = args
+        instance.changed_now = True
+        try:
+            spec = runner.resolve(path, "query", allow_internal=False)
+            instance.spec = spec
+            instance.kwargs = runner.validate_args(spec, args)
+        except BackendError as error:
+            instance.failed_to_resolve = error
+            instance.modification = _failed_body(error, [])
+        return instance
+
+    def _unsubscribe(self, sub: Subscriber, query_id: int) -> None:
+        instance = sub.queries.pop(query_id, None)
+        if instance is None:
+            return
+        instance.subscribers.discard((sub, query_id))
+        if not instance.subscribers:
+            self.instances.pop(instance.key, None)
+            self.index.remove(instance.key)
+
+    async def _run(self, conn: asyncpg.Connection, instance: QueryInstance) -> None:
+        if instance.spec is None:
+            instance.changed_now = instance.runs == 0
+            instance.runs += 1
+            return
+        self.stats["reruns"] += 1
+        instance.runs += 1
+        try:
+            async with conn.transaction():  # a savepoint: one failing query cannot poison the snapshot
+                outcome = await self.backend.runner.execute_query(conn, instance.spec, instance.kwargs, instance.identity)
+        except BackendError as error:
+            body = _failed_body(error, [])
+            self.index.remove(instance.key)
+        else:
+            if outcome.read_set is not None:
+                self.index.replace(instance.key, outcome.read_set.intervals)
+            if outcome.error is None:
+                body = msgspec.json.encode(
+                    {"type": "QueryUpdated", "value": msgspec.Raw(msgspec.json.encode(outcome.value)),
+                     "logLines": outcome.log_lines, "journal": None}
+                )
+            else:
+                body = _failed_body(outcome.error, outcome.log_lines)
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        instance.changed_now = digest != instance.digest or instance.runs == 1
+        instance.digest = digest
+        instance.modification = body
+
+    def _send_transition(self, sub: Subscriber, ts: int) -> None:
+        mods: list[Any] = [msgspec.Raw(msgspec.json.encode({"type": "QueryRemoved", "queryId": q})) for q in sub.removed]
+        for query_id in sorted(sub.changed):
+            instance = sub.queries.get(query_id)
+            if instance is None or instance.modification is None:
+                continue
+            body = instance.modification
+            mods.append(msgspec.Raw(body[:-1] + b',"queryId":' + str(query_id).encode() + b"}"))
+        sub.removed.clear()
+        sub.changed.clear()
+        start = {"querySet": sub.query_set, "identity": sub.identity_version, "ts": ts_bytes(sub.ts)}
+        new_ts = max(ts, sub.ts)
+        end = {"querySet": sub.target_query_set, "identity": sub.target_identity, "ts": ts_bytes(new_ts)}
+        for completion in sub.completions:
+            if not sub.link.enqueue(completion(new_ts), transition=False):
+                sub.link.overloaded()
+                return
+        sub.completions.clear()
+        frame = msgspec.json.encode(
+            {"type": "Transition", "startVersion": start, "endVersion": end, "modifications": mods}
+        )
+        sub.query_set, sub.identity_version, sub.ts = sub.target_query_set, sub.target_identity, new_ts
+        self.stats["transitions"] += 1
+        if not sub.link.enqueue(frame, transition=True):
+            sub.link.overloaded()
+
+    # -- the persisted clock -----------------------------------------------------------------------------
+
+    async def _persist_clock(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self._save_clock()
+
+    async def _save_clock(self) -> None:
+        if self.clock.last <= self._persisted or self.backend.pool is None:
+            return
+        value = self.clock.last
+        with contextlib.suppress(Exception):
+            async with self.backend.pool.acquire() as conn:
+                await conn.execute("UPDATE _clock SET ts = GREATEST(ts, $1) WHERE id = 1", value)
+            self._persisted = value
+
+
+def _failed_body(error: BaseException, log_lines: list[str]) -> bytes:
+    body: dict[str, Any] = {"type": "QueryFailed", "logLines": log_lines, "journal": None}
+    if isinstance(error, AppError):
+        body["errorMessage"] = error.message
+        try:
+            body["errorData"] = encode_value(error.data)
+        except ValueError:
+            body["errorData"] = str(error.data)
+    elif isinstance(error, BackendError):
+        body["errorMessage"] = f"[{error.code}] {error.message}"
+    else:
+        body["errorMessage"] = "Server Error"
+    return msgspec.json.encode(body)

@@ -1,0 +1,321 @@
+"""Runs functions: queries in a read-only snapshot, mutations in SERIALIZABLE transactions, actions outside.
+
+A mutation that hits a serialization failure (40001) or deadlock (40P01) is retried from scratch with
+jittered exponential backoff, up to ``knobs.MUTATION_MAX_ATTEMPTS``, then fails with ``Conflict``. When a
+mutation carries a ``(sessionId, requestId)`` its result is stored in the same transaction, so a replay
+after a reconnect returns the first result without running again. Errors raised by the function body are
+returned as a failed ``Outcome`` (the transaction rolled back, nothing is left behind); errors found before
+the body runs (unknown function, bad arguments, no access) are raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from . import knobs
+from .clock import Clock, SystemClock
+from .context import ActionCtx, Auth, MutationCtx, QueryCtx
+from .db import DatabaseReader, DatabaseWriter, ReadSet, Txn, encode_keys
+from .errors import AppError, BackendError, Conflict, InvalidArgs, InvalidReturn, LimitExceeded
+from .logs import LogCollector
+from .postgres import Connection
+from .registry import FunctionSpec, Kind, RegisteredFunction, Registry
+from .schema import Schema
+from .tenancy import resolve_tenant
+from .validators import ValidationFailure
+from .values import ValueError_, decode_value, encode_value, value_size
+
+__all__ = ["Outcome", "Runner"]
+
+log = logging.getLogger("backend.runner")
+
+_RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+
+
+@dataclass
+class Outcome:
+    """The result of one function call: an encoded value, or the error its body raised."""
+
+    value: Any = None
+    log_lines: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+    read_set: ReadSet | None = None
+    wrote: bool = False
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+SchedulerFactory = Callable[[Txn | None, Any], Any]
+
+
+class Runner:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: Schema,
+        registry: Registry,
+        *,
+        clock: Clock | None = None,
+        on_commit: Callable[[], None] | None = None,
+        scheduler_factory: SchedulerFactory | None = None,
+    ) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.registry = registry
+        self.clock = clock or SystemClock()
+        self.on_commit = on_commit
+        self.scheduler_factory = scheduler_factory
+        self.retries = 0
+
+    # -- shared ------------------------------------------------------------------------------------------
+
+    def resolve(self, path: str | RegisteredFunction[Any, Any], kind: Kind, allow_internal: bool) -> FunctionSpec:
+        if isinstance(path, RegisteredFunction):
+            path = path.spec.path
+        return self.registry.resolve(path, kind=kind, allow_internal=allow_internal)
+
+    @staticmethod
+    def validate_args(spec: FunctionSpec, args: Any) -> dict[str, Any]:
+        try:
+            decoded = args if isinstance(args, dict) and not args else decode_value(args, "$.args")
+            return spec.args.validate(decoded)
+        except (ValidationFailure, ValueError_) as error:
+            raise InvalidArgs(str(error)) from None
+
+    @staticmethod
+    def encode_result(spec: FunctionSpec, result: Any) -> Any:
+        try:
+            checked = spec.returns.validate(result)
+            encoded = encode_value(checked, "$.returns")
+        except (ValidationFailure, ValueError_) as error:
+            raise InvalidReturn(f"{spec.path} returned a bad value: {error}") from None
+        if value_size(encoded) > knobs.MAX_VALUE_BYTES:
+            raise LimitExceeded(f"{spec.path}: result is larger than {knobs.MAX_VALUE_BYTES} bytes")
+        return encoded
+
+    @staticmethod
+    def _body_failed(spec: FunctionSpec, error: BaseException) -> BaseException:
+        if isinstance(error, AppError | BackendError):
+            if isinstance(error, InvalidReturn):
+                log.error("%s", error.message)
+            return error
+        log.exception("function %s raised", spec.path, exc_info=error)
+        return error
+
+    # -- queries -----------------------------------------------------------------------------------------
+
+    async def query(
+        self, path: str | RegisteredFunction[Any, Any], args: Any, identity: Any | None, *, allow_internal: bool = False
+    ) -> Outcome:
+        spec = self.resolve(path, "query", allow_internal)
+        kwargs = self.validate_args(spec, args)
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            return await self.execute_query(conn, spec, kwargs, identity)
+
+    async def execute_query(
+        self, conn: Connection, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None
+    ) -> Outcome:
+        """Run a query inside the caller's open read-only transaction (one snapshot for a whole batch)."""
+        now = self.clock.now()
+        txn = Txn(conn, self.schema, now, read_only=True, function_path=spec.path,
+                  actor=_subject(identity), cross_tenant=spec.cross_tenant)
+        tenant, member = await resolve_tenant(txn, spec, kwargs, identity)
+        txn.tenant = tenant
+        collector = LogCollector()
+        ctx = QueryCtx(DatabaseReader(txn), Auth(identity), collector, now, tenant, member)
+        token = collector.activate()
+        try:
+            result = await spec.fn(ctx, **kwargs)
+            value = self.encode_result(spec, result)
+        except Exception as error:  # the function's own failure becomes a failed outcome
+            return Outcome(error=self._body_failed(spec, error), log_lines=collector.finish(), read_set=txn.read_set)
+        finally:
+            LogCollector.deactivate(token)
+        return Outcome(value=value, log_lines=collector.finish(), read_set=txn.read_set)
+
+    # -- mutations ---------------------------------------------------------------------------------------
+
+    async def mutation(
+        self,
+        path: str | RegisteredFunction[Any, Any],
+        args: Any,
+        identity: Any | None,
+        *,
+        session: tuple[str, int] | None = None,
+        allow_internal: bool = False,
+        request_id: str | None = None,
+    ) -> Outcome:
+        spec = self.resolve(path, "mutation", allow_internal)
+        kwargs = self.validate_args(spec, args)
+        return await self.execute_mutation(spec, kwargs, identity, session=session, request_id=request_id)
+
+    async def execute_mutation(
+        self,
+        spec: FunctionSpec,
+        kwargs: dict[str, Any],
+        identity: Any | None,
+        *,
+        session: tuple[str, int] | None = None,
+        request_id: str | None = None,
+        before_commit: Callable[[Txn], Awaitable[None]] | None = None,
+    ) -> Outcome:
+        attempt = 0
+        unique_retries = 0
+        while True:
+            attempt += 1
+            collector = LogCollector()
+            try:
+                outcome = await self._attempt(spec, kwargs, identity, collector, session, request_id, before_commit)
+            except _RETRYABLE:
+                if attempt >= knobs.MUTATION_MAX_ATTEMPTS:
+                    return Outcome(
+                        error=Conflict(f"{spec.path}: gave up after {attempt} attempts (serialization conflicts)"),
+                        attempts=attempt,
+                    )
+                self.retries += 1
+                await _backoff(attempt)
+                continue
+            except _UniqueRace:
+                unique_retries += 1
+                if unique_retries > 2 or attempt >= knobs.MUTATION_MAX_ATTEMPTS:
+                    raise
+                await _backoff(attempt)
+                continue
+            outcome.attempts = attempt
+            if outcome.wrote and self.on_commit is not None:
+                self.on_commit()
+            return outcome
+
+    async def _attempt(
+        self,
+        spec: FunctionSpec,
+        kwargs: dict[str, Any],
+        identity: Any | None,
+        collector: LogCollector,
+        session: tuple[str, int] | None,
+        request_id: str | None,
+        before_commit: Callable[[Txn], Awaitable[None]] | None,
+    ) -> Outcome:
+        async with self.pool.acquire() as conn:
+            failure: Outcome | None = None
+            try:
+                async with conn.transaction(isolation="serializable"):
+                    if session is not None:
+                        stored = await conn.fetchrow(
+                            "SELECT result, log_lines FROM _session_requests WHERE session_id = $1 AND request_id = $2",
+                            session[0], session[1],
+                        )
+                        if stored is not None:
+                            return Outcome(
+                                value=msgspec.json.decode(stored["result"]),
+                                log_lines=msgspec.json.decode(stored["log_lines"]),
+                            )
+                    now = self.clock.now()
+                    txn = Txn(conn, self.schema, now, read_only=False, function_path=spec.path,
+                              actor=_subject(identity), request_id=request_id, cross_tenant=spec.cross_tenant)
+                    tenant, member = await resolve_tenant(txn, spec, kwargs, identity)
+                    txn.tenant = tenant
+                    scheduler = self.scheduler_factory(txn, identity) if self.scheduler_factory else None
+                    ctx = MutationCtx(DatabaseWriter(txn), Auth(identity), collector, now, scheduler, tenant, member)
+                    token = collector.activate()
+                    try:
+                        result = await spec.fn(ctx, **kwargs)
+                        value = self.encode_result(spec, result)
+                    except _RETRYABLE:
+                        raise
+                    except Exception as error:
+                        cause = error.__cause__
+                        if isinstance(cause, asyncpg.UniqueViolationError):
+                            raise _UniqueRace() from error
+                        failure = Outcome(error=self._body_failed(spec, error), log_lines=collector.finish())
+                        raise _Rollback() from None
+                    finally:
+                        LogCollector.deactivate(token)
+                    if before_commit is not None:
+                        await before_commit(txn)
+                    lines = collector.finish()
+                    wrote = bool(txn.writes)
+                    if wrote:
+                        await conn.execute(
+                            "INSERT INTO _commit_log (xid, summary) VALUES (pg_current_xact_id(), $1)",
+                            encode_keys(txn.written_keys()),
+                        )
+                    if session is not None:
+                        await conn.execute(
+                            "INSERT INTO _session_requests (session_id, request_id, result, log_lines) VALUES ($1, $2, $3, $4)",
+                            session[0], session[1], msgspec.json.encode(value), msgspec.json.encode(lines),
+                        )
+            except _Rollback:
+                assert failure is not None
+                return failure
+            except asyncpg.UniqueViolationError as error:
+                raise _UniqueRace() from error
+            return Outcome(value=value, log_lines=lines, wrote=wrote)
+
+    # -- actions -----------------------------------------------------------------------------------------
+
+    async def action(
+        self, path: str | RegisteredFunction[Any, Any], args: Any, identity: Any | None, *, allow_internal: bool = False
+    ) -> Outcome:
+        spec = self.resolve(path, "action", allow_internal)
+        kwargs = self.validate_args(spec, args)
+        return await self.execute_action(spec, kwargs, identity)
+
+    async def execute_action(self, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None) -> Outcome:
+        collector = LogCollector()
+        now = self.clock.now()
+
+        async def unwrap(outcome: Outcome) -> Any:
+            collector.lines.extend(outcome.log_lines)
+            if outcome.error is not None:
+                raise outcome.error
+            return decode_value(outcome.value)
+
+        async def run_query(fn: Any, args: dict[str, Any] | None = None) -> Any:
+            return await unwrap(await self.query(fn, encode_value(args or {}), identity, allow_internal=True))
+
+        async def run_mutation(fn: Any, args: dict[str, Any] | None = None) -> Any:
+            return await unwrap(await self.mutation(fn, encode_value(args or {}), identity, allow_internal=True))
+
+        async def run_action(fn: Any, args: dict[str, Any] | None = None) -> Any:
+            return await unwrap(await self.action(fn, encode_value(args or {}), identity, allow_internal=True))
+
+        scheduler = self.scheduler_factory(None, identity) if self.scheduler_factory else None
+        ctx = ActionCtx(Auth(identity), collector, now, scheduler, run_query, run_mutation, run_action)
+        token = collector.activate()
+        try:
+            result = await spec.fn(ctx, **kwargs)
+            value = self.encode_result(spec, result)
+        except Exception as error:
+            return Outcome(error=self._body_failed(spec, error), log_lines=collector.finish())
+        finally:
+            LogCollector.deactivate(token)
+        return Outcome(value=value, log_lines=collector.finish())
+
+
+class _Rollback(Exception):
+    """Unwinds the transaction block when the function body failed."""
+
+
+class _UniqueRace(Exception):
+    """A unique violation that a retry may resolve (another transaction inserted the same key first)."""
+
+
+def _subject(identity: Any | None) -> str | None:
+    return None if identity is None else str(identity.subject)
+
+
+async def _backoff(attempt: int) -> None:
+    ceiling = min(knobs.MUTATION_RETRY_MAX_SECONDS, knobs.MUTATION_RETRY_BASE_SECONDS * (2 ** (attempt - 1)))
+    await asyncio.sleep(random.uniform(0, ceiling))

@@ -1,0 +1,1 @@
+"""Durable scheduled functions and crons."""

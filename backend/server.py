@@ -1,0 +1,121 @@
+"""The backend as one object: database, schema, functions, runner, live queries; started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from . import knobs
+from .auth import AuthConfig, AuthFailed, TokenVerifier, UserIdentity
+from .clock import Clock, SystemClock
+from .errors import Unauthenticated
+from .logs import capture_print
+from .postgres import Database, connect_pool, locate_database
+from .registry import Registry, load_functions
+from .runner import Runner
+from .schema import Schema
+from .schema._migrate import apply_schema
+
+__all__ = ["Backend", "BackendConfig", "load_schema"]
+
+log = logging.getLogger("backend")
+
+
+def load_schema(module: str = "schema") -> Schema:
+    loaded = importlib.import_module(module)
+    schema = getattr(loaded, "schema", None)
+    if not isinstance(schema, Schema):
+        raise TypeError(f"{module}.py must define `schema = define_schema([...])`")
+    return schema
+
+
+@dataclass
+class BackendConfig:
+    data_dir: Path = Path(".data")
+    database_url: str | None = None
+    functions_package: str = "functions"
+    schema_module: str = "schema"
+    migrations_dir: Path | None = Path("migrations")
+    clock: Clock = field(default_factory=SystemClock)
+    run_scheduler: bool = True
+    auth: AuthConfig | None = None
+
+
+class Backend:
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.database: Database | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.schema: Schema = load_schema(config.schema_module)
+        self.registry: Registry = load_functions(config.functions_package)
+        self.verifier = TokenVerifier(config.auth or AuthConfig.from_env(config.data_dir))
+        self._runner: Runner | None = None
+        self.hub: Any = None
+        self.scheduler: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def runner(self) -> Runner:
+        assert self._runner is not None, "backend not started"
+        return self._runner
+
+    @property
+    def url(self) -> str:
+        assert self.database is not None
+        return self.database.url
+
+    def verify_token(self, token: str) -> UserIdentity:
+        try:
+            return self.verifier.verify(token)
+        except AuthFailed as error:
+            raise Unauthenticated(f"{error.code}: {error.message}") from None
+
+    async def start(self) -> None:
+        capture_print()
+        if self.config.database_url:
+            self.database = Database(self.config.database_url)
+        else:
+            self.database = await asyncio.to_thread(locate_database, self.config.data_dir)
+        self.pool = await connect_pool(self.database.url, max_size=knobs.POOL_MAX_SIZE)
+        async with self.pool.acquire() as conn:
+            await apply_schema(conn, self.schema, self.config.migrations_dir)
+        self._runner = Runner(self.pool, self.schema, self.registry, clock=self.config.clock)
+        from .reactive.hub import Hub
+
+        self.hub = Hub(self)
+        await self.hub.start()
+        self._runner.on_commit = self.hub.poke_local
+        try:
+            from .scheduler.service import Scheduler  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:  # pragma: no cover - scheduler not installed
+            return
+        self.scheduler = Scheduler(self)
+        self._runner.scheduler_factory = self.scheduler.handle
+        await self.scheduler.start(run=self.config.run_scheduler)
+
+    async def stop(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.hub is not None:
+            await self.hub.stop()
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        if self.database is not None:
+            self.database.stop()
+
+    async def healthy(self) -> bool:
+        if self.pool is None:
+            return False
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            return False
+        return True

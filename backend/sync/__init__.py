@@ -1,0 +1,1 @@
+"""The Convex sync protocol over WebSocket: sessions, query sets, transitions."""

@@ -1,0 +1,171 @@
+"""The Convex sync protocol's client messages as frozen msgspec Structs, and the server frames we build.
+
+Decoding happens once, at the socket edge, into one tagged union; everything past this module works with
+typed messages. Server frames are built here too, so the rules of sync-protocol.md §5 live in one place:
+``logLines`` always an array, ``errorData`` only for ``AppError``, ``ts`` on every successful mutation.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any, Literal
+
+import msgspec
+
+from ..errors import AppError, BackendError
+from ..values import encode_value
+
+__all__ = [
+    "Action",
+    "Add",
+    "Authenticate",
+    "ClientMessage",
+    "Connect",
+    "Event",
+    "ModifyQuerySet",
+    "Mutation",
+    "ProtocolError",
+    "Remove",
+    "action_response",
+    "auth_error",
+    "decode_client_message",
+    "decode_ts",
+    "encode_ts",
+    "fatal_error",
+    "mutation_failure",
+    "mutation_success",
+]
+
+
+class ProtocolError(Exception):
+    """A message that breaks the protocol; the session answers with FatalError and closes."""
+
+
+class Connect(msgspec.Struct, tag="Connect", tag_field="type", frozen=True):
+    sessionId: str
+    connectionCount: int = 0
+    lastCloseReason: str | None = None
+    clientTs: float | None = None
+    maxObservedTimestamp: str | None = None
+
+
+class Add(msgspec.Struct, tag="Add", tag_field="type", frozen=True):
+    queryId: int
+    udfPath: str
+    args: list[Any]
+    journal: str | None = None
+    componentPath: str | None = None
+
+
+class Remove(msgspec.Struct, tag="Remove", tag_field="type", frozen=True):
+    queryId: int
+
+
+class ModifyQuerySet(msgspec.Struct, tag="ModifyQuerySet", tag_field="type", frozen=True):
+    baseVersion: int
+    newVersion: int
+    modifications: list[Add | Remove]
+
+
+class Mutation(msgspec.Struct, tag="Mutation", tag_field="type", frozen=True):
+    requestId: int
+    udfPath: str
+    args: list[Any]
+    componentPath: str | None = None
+
+
+class Action(msgspec.Struct, tag="Action", tag_field="type", frozen=True):
+    requestId: int
+    udfPath: str
+    args: list[Any]
+    componentPath: str | None = None
+
+
+class Authenticate(msgspec.Struct, tag="Authenticate", tag_field="type", frozen=True):
+    tokenType: Literal["User", "Admin", "None"]
+    baseVersion: int
+    value: str | None = None
+    impersonating: Any = None
+
+
+class Event(msgspec.Struct, tag="Event", tag_field="type", frozen=True):
+    eventType: str = ""
+    event: Any = None
+
+
+ClientMessage = Connect | ModifyQuerySet | Mutation | Action | Authenticate | Event
+_decoder = msgspec.json.Decoder(ClientMessage)
+
+
+def decode_client_message(frame: str | bytes) -> ClientMessage:
+    try:
+        message: ClientMessage = _decoder.decode(frame)
+    except msgspec.ValidationError as error:
+        raise ProtocolError(f"invalid message: {error}") from None
+    except msgspec.DecodeError:
+        raise ProtocolError("invalid message: not JSON") from None
+    return message
+
+
+def encode_ts(ts: int) -> str:
+    return base64.b64encode(struct.pack("<Q", ts)).decode("ascii")
+
+
+def decode_ts(text: str) -> int:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ProtocolError("maxObservedTimestamp: not base64") from None
+    if len(raw) != 8:
+        raise ProtocolError("maxObservedTimestamp: expected 8 bytes")
+    value: int = struct.unpack("<Q", raw)[0]
+    return value
+
+
+def _error_fields(error: BaseException) -> dict[str, Any]:
+    if isinstance(error, AppError):
+        try:
+            data = encode_value(error.data)
+        except ValueError:
+            data = str(error.data)
+        return {"result": error.message, "errorData": data}
+    if isinstance(error, BackendError):
+        return {"result": f"[{error.code}] {error.message}"}
+    return {"result": "Server Error"}
+
+
+def mutation_success(request_id: int, value: Any, log_lines: list[str], ts: int) -> bytes:
+    return msgspec.json.encode(
+        {"type": "MutationResponse", "requestId": request_id, "success": True,
+         "result": msgspec.Raw(msgspec.json.encode(value)), "ts": encode_ts(ts), "logLines": log_lines}
+    )
+
+
+def mutation_failure(request_id: int, error: BaseException, log_lines: list[str]) -> bytes:
+    return msgspec.json.encode(
+        {"type": "MutationResponse", "requestId": request_id, "success": False, "logLines": log_lines,
+         **_error_fields(error)}
+    )
+
+
+def action_response(request_id: int, value: Any, error: BaseException | None, log_lines: list[str]) -> bytes:
+    body: dict[str, Any] = {"type": "ActionResponse", "requestId": request_id, "logLines": log_lines}
+    if error is None:
+        body.update(success=True, result=msgspec.Raw(msgspec.json.encode(value)))
+    else:
+        body.update(success=False, **_error_fields(error))
+    return msgspec.json.encode(body)
+
+
+def auth_error(message: str, base_version: int, attempted: bool) -> bytes:
+    return msgspec.json.encode(
+        {"type": "AuthError", "error": message, "baseVersion": base_version, "authUpdateAttempted": attempted}
+    )
+
+
+def fatal_error(message: str) -> bytes:
+    return msgspec.json.encode({"type": "FatalError", "error": message})
+
+
+PING = b'{"type":"Ping"}'

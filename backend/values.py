@@ -1,0 +1,157 @@
+"""The Convex value model and its JSON encoding ("convex_encoded_json").
+
+Python ``int`` is a Convex *number* (float64, sent as ``5.0`` because the Python HTTP client rejects JSON
+integers); ``Int64`` is a Convex *int64* (``{"$integer": …}``). ``bytes`` travel as ``{"$bytes": …}`` and the
+floats JSON cannot carry (NaN, ±Infinity, -0.0) as ``{"$float": …}``. Instants (``datetime``) leave as ISO 8601
+strings in UTC; there is no way back, which is why functions take instants as validated strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import enum
+import math
+import struct
+from typing import Any
+
+import msgspec
+
+__all__ = ["Int64", "ValueError_", "decode_value", "encode_value", "format_instant", "value_size"]
+
+_MAX_KEY_LENGTH = 1024
+
+
+class Int64(int):
+    """A 64-bit integer that travels as a Convex int64 (a JS ``bigint``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Int64({int(self)})"
+
+
+class ValueError_(ValueError):
+    """A value that cannot be represented in the Convex value model; ``path`` says where."""
+
+    def __init__(self, path: str, rule: str) -> None:
+        super().__init__(f"{path}: {rule}")
+        self.path = path
+        self.rule = rule
+
+
+def format_instant(value: dt.datetime) -> str:
+    """``2025-03-23T09:00:00Z``: UTC, second precision unless there are fractions."""
+    if value.tzinfo is None:
+        raise ValueError_("$", "naive datetime: an offset or Z is required")
+    utc = value.astimezone(dt.UTC)
+    text = utc.isoformat(timespec="milliseconds" if utc.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def _check_key(key: object, path: str) -> str:
+    if not isinstance(key, str):
+        raise ValueError_(path, f"object keys must be strings, got {type(key).__name__}")
+    if key.startswith("$"):
+        raise ValueError_(path, f"object key {key!r} must not start with '$'")
+    if len(key) > _MAX_KEY_LENGTH:
+        raise ValueError_(path, "object keys are at most 1024 characters")
+    if not key.isascii() or not key.isprintable():
+        raise ValueError_(path, f"object key {key!r} must be printable ASCII")
+    return key
+
+
+def _encode_float(value: float) -> Any:
+    if math.isfinite(value) and not (value == 0.0 and math.copysign(1.0, value) < 0):
+        return value
+    return {"$float": base64.b64encode(struct.pack("<d", value)).decode("ascii")}
+
+
+def encode_value(value: Any, path: str = "$") -> Any:
+    """Turn a Python value into its convex_encoded_json form (ready for ``msgspec.json.encode``)."""
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        return value if type(value) is str else str(value)
+    if isinstance(value, Int64):
+        if not -(1 << 63) <= value < (1 << 63):
+            raise ValueError_(path, "int64 out of range")
+        return {"$integer": base64.b64encode(struct.pack("<q", value)).decode("ascii")}
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return _encode_float(float(value))
+    if isinstance(value, float):
+        return _encode_float(value)
+    if isinstance(value, dict):
+        return {_check_key(k, path): encode_value(v, f"{path}.{k}") for k, v in value.items() if v is not _UNSET}
+    if isinstance(value, list | tuple):
+        return [encode_value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dt.datetime):
+        return format_instant(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return encode_value(value.value, path)
+    if isinstance(value, msgspec.Struct):
+        return encode_value(msgspec.to_builtins(value, builtin_types=(bytes, dt.datetime, dt.date)), path)
+    raise ValueError_(path, f"{type(value).__name__} is not a Convex value")
+
+
+_UNSET = msgspec.UNSET
+
+
+def _b64(text: object, path: str) -> bytes:
+    if not isinstance(text, str) or len(text) % 4:
+        raise ValueError_(path, "expected padded base64 text")
+    try:
+        return base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except ValueError:
+        raise ValueError_(path, "expected padded base64 text") from None
+
+
+def decode_value(value: Any, path: str = "$") -> Any:
+    """Turn convex_encoded_json into Python values.
+
+    Integral float64 numbers become ``int`` so ``int`` parameters accept ``5.0`` from clients that only have
+    float64; ``$integer`` becomes ``Int64``.
+    """
+    if value is None or value is True or value is False or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) <= 2**53 and not (value == 0 and math.copysign(1, value) < 0):
+            return int(value)
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list):
+        return [decode_value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((key, inner),) = value.items()
+            if key == "$integer":
+                raw = _b64(inner, path)
+                if len(raw) != 8:
+                    raise ValueError_(path, "$integer must hold exactly 8 bytes")
+                return Int64(struct.unpack("<q", raw)[0])
+            if key == "$float":
+                raw = _b64(inner, path)
+                if len(raw) != 8:
+                    raise ValueError_(path, "$float must hold exactly 8 bytes")
+                number = struct.unpack("<d", raw)[0]
+                if math.isfinite(number) and not (number == 0 and math.copysign(1, number) < 0):
+                    raise ValueError_(path, "$float is only for NaN, ±Infinity and -0")
+                return number
+            if key == "$bytes":
+                return _b64(inner, path)
+            if key in ("$set", "$map"):
+                raise ValueError_(path, f"{key} values are not supported")
+        return {_check_key(k, path): decode_value(v, f"{path}.{k}") for k, v in value.items()}
+    raise ValueError_(path, f"{type(value).__name__} is not a JSON value")
+
+
+def value_size(encoded: Any) -> int:
+    """Bytes of the encoded JSON text; the unit of the size limits."""
+    return len(msgspec.json.encode(encoded))

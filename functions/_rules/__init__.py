@@ -1,0 +1,1 @@
+"""Pure business rules of the booking platform (no database, no engine imports)."""

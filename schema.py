@@ -1,8 +1,12 @@
-"""The booking platform's tables. Every row belongs to a business; the engine enforces it."""
+"""The booking platform's tables. Every row belongs to a business; the engine enforces it.
+
+Instants are ``Timestamptz`` (UTC on the wire as ISO 8601); local calendar dates (``YYYY-MM-DD``) and wall
+times (``HH:MM``) are text, which sorts correctly and never shifts with a zone.
+"""
 
 from __future__ import annotations
 
-from piccolo.columns import JSONB, ForeignKey, Integer, Varchar
+from piccolo.columns import JSONB, Boolean, ForeignKey, Integer, Timestamptz, Varchar
 
 from backend import Id
 from backend.schema import Document, Index, Tenancy, define_schema
@@ -18,11 +22,142 @@ class Businesses(Document, tablename="businesses", tenant_root=True, audited=Tru
 class Members(Document, tablename="members", tenant="business_id", audited=True, soft_delete=True):
     business_id = ForeignKey(Businesses, null=False)
     subject = Varchar()
-    role = Varchar()
-    status = Varchar()
+    role = Varchar()  # owner | admin | instructor | customer
+    status = Varchar()  # invited | active
     name = Varchar(null=True)
     email = Varchar(null=True)
+    suspended_until = Timestamptz(null=True)
     indexes = [Index("by_subject", "subject", unique=True), Index("by_role", "role")]
+
+
+class Venues(Document, tablename="venues", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    name = Varchar()
+    timezone = Varchar()
+    capacity = Integer(null=True)
+    indexes = [Index("by_name", "name")]
+
+
+class ClassTemplates(Document, tablename="class_templates", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    venue_id = ForeignKey(Venues, null=False)
+    name = Varchar()
+    start_date = Varchar()  # local date the series starts
+    start_time = Varchar()  # local wall time HH:MM
+    duration_minutes = Integer()
+    rrule = Varchar()
+    timezone = Varchar()
+    capacity = Integer()
+    instructor_id = ForeignKey(Members, null=True)
+    price_cents = Integer(null=True)
+    credit_cost = Integer()
+    status = Varchar()  # active | ended
+    ends_after = Varchar(null=True)  # local date after which the series has ended
+    generated_until = Varchar(null=True)  # local date the instances are materialised up to
+    parent_template_id = Varchar(null=True)  # set on the later half of a "this and following" split
+    indexes = [Index("by_venue", "venue_id"), Index("by_status", "status")]
+
+
+class ClassInstances(Document, tablename="class_instances", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    template_id = ForeignKey(ClassTemplates, null=True)
+    venue_id = ForeignKey(Venues, null=False)
+    name = Varchar()
+    starts_at = Timestamptz()
+    ends_at = Timestamptz()
+    local_date = Varchar()
+    local_time = Varchar()
+    timezone = Varchar()
+    capacity = Integer()
+    booked = Integer()
+    waitlisted = Integer()
+    status = Varchar()  # scheduled | cancelled
+    cancel_reason = Varchar(null=True)
+    price_cents = Integer(null=True)
+    credit_cost = Integer()
+    instructor_id = ForeignKey(Members, null=True)
+    is_exception = Boolean()
+    occurrence_key = Varchar(null=True)  # template_id|local_date|local_time: generation is idempotent
+    indexes = [
+        Index("by_start", "starts_at"),
+        Index("by_venue_start", "venue_id", "starts_at"),
+        Index("by_template_date", "template_id", "local_date"),
+        Index("by_occurrence", "occurrence_key", unique=True),
+    ]
+
+
+class Closures(Document, tablename="closures", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    venue_id = ForeignKey(Venues, null=True)  # None: every venue of the business
+    from_date = Varchar()
+    to_date = Varchar()
+    reason = Varchar()
+    indexes = [Index("by_from", "from_date")]
+
+
+class PricingRules(Document, tablename="pricing_rules", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    rule = JSONB()  # one time-slot rule: weekdays, start, end, venueId?, priceCents, creditCost?, priority
+    position = Integer()
+    indexes = [Index("by_position", "position")]
+
+
+class Bookings(Document, tablename="bookings", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    instance_id = ForeignKey(ClassInstances, null=False)
+    member_id = ForeignKey(Members, null=False)
+    status = Varchar()  # confirmed | waitlisted | cancelled | cancelled_by_studio | checked_in | no_show | withdrawn
+    source = Varchar()  # self | staff | waitlist
+    pay_with = Varchar(null=True)  # credits | dropin
+    credits_spent = Integer()
+    amount_cents = Integer()
+    policy = JSONB()  # cancellation policy snapshotted at booking time (P2)
+    priority = Integer()  # waitlist tier; order is (priority, joinedAt, _id)
+    joined_at = Timestamptz()
+    starts_at = Timestamptz()  # copied from the instance, for overlap checks and "mine" ranges
+    ends_at = Timestamptz()
+    active_key = Varchar(null=True)  # "member|instance" while active: the unique backstop for C2
+    cancelled_at = Timestamptz(null=True)
+    late = Boolean()
+    penalty = JSONB(null=True)
+    checked_in_at = Timestamptz(null=True)
+    indexes = [
+        Index("by_instance_status", "instance_id", "status"),
+        Index("by_member_start", "member_id", "starts_at"),
+        Index("by_active_key", "active_key", unique=True),
+        Index("by_status_start", "status", "starts_at"),
+    ]
+
+
+class CreditLots(Document, tablename="credit_lots", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    member_id = ForeignKey(Members, null=False)
+    granted = Integer()
+    remaining = Integer()
+    expires_on = Varchar()  # local date
+    expires_at = Timestamptz()  # start of the next local day: valid for a class iff starts_at < expires_at
+    note = Varchar(null=True)
+    indexes = [Index("by_member_expiry", "member_id", "expires_at")]
+
+
+class CreditLedger(Document, tablename="credit_ledger", tenant="business_id", audited=True):
+    business_id = ForeignKey(Businesses, null=False)
+    member_id = ForeignKey(Members, null=False)
+    lot_id = ForeignKey(CreditLots, null=True)
+    booking_id = ForeignKey(Bookings, null=True)
+    kind = Varchar()  # grant | consume | refund | expire | adjust | penalty
+    amount = Integer()  # + adds credits, - spends them
+    reason = Varchar(null=True)
+    indexes = [Index("by_member", "member_id"), Index("by_booking", "booking_id")]
+
+
+class Outbox(Document, tablename="outbox", tenant="business_id"):
+    business_id = ForeignKey(Businesses, null=False)
+    kind = Varchar()
+    recipient_id = Varchar(null=True)
+    payload = JSONB()
+    status = Varchar()  # pending | sent
+    indexes = [Index("by_status", "status")]
 
 
 class Counters(Document, tablename="counters"):
@@ -33,8 +168,18 @@ class Counters(Document, tablename="counters"):
     indexes = [Index("by_name", "name")]
 
 
-schema = define_schema([Businesses, Members, Counters], tenancy=Tenancy())
+schema = define_schema(
+    [Businesses, Members, Venues, ClassTemplates, ClassInstances, Closures, PricingRules, Bookings, CreditLots,
+     CreditLedger, Outbox, Counters],
+    tenancy=Tenancy(),
+)
 
 # Id types for function signatures: ``venue_id: VenueId`` rejects ids of any other table.
 BusinessId = Id["businesses"]
 MemberId = Id["members"]
+VenueId = Id["venues"]
+TemplateId = Id["class_templates"]
+InstanceId = Id["class_instances"]
+ClosureId = Id["closures"]
+BookingId = Id["bookings"]
+LotId = Id["credit_lots"]

@@ -58,6 +58,7 @@ class Backend:
         self._runner: Runner | None = None
         self.hub: Any = None
         self.scheduler: Any = None
+        self.sessions: set[Any] = set()
         self._tasks: list[asyncio.Task[Any]] = []
 
     @property
@@ -99,7 +100,15 @@ class Backend:
         self._runner.scheduler_factory = self.scheduler.handle
         await self.scheduler.start(run=self.config.run_scheduler)
 
+    def drop_connections(self, reason: str = "InternalServerError: connection dropped by the server") -> int:
+        """Close every sync socket from the server side; clients reconnect and resubscribe."""
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.drop(1011, reason)
+        return len(sessions)
+
     async def stop(self) -> None:
+        self.drop_connections("InternalServerError: server shutting down")
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.hub is not None:

@@ -96,7 +96,14 @@ class SyncSession:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
+    def drop(self, code: int = 1011, reason: str = "InternalServerError: connection dropped by the server") -> None:
+        """Close the socket from the server side (shutdown, tests); the client reconnects."""
+        self._begin_close(code, reason)
+        task = asyncio.get_running_loop().create_task(self.transport.close(code, reason))
+        self._tasks.add(task)
+
     async def run(self) -> None:
+        self.backend.sessions.add(self)
         writer = asyncio.create_task(self._writer(), name="sync-writer")
         mutations = asyncio.create_task(self._mutation_worker(), name="sync-mutations")
         try:
@@ -107,6 +114,7 @@ class SyncSession:
             log.exception("sync session failed")
             self._begin_close(1011, "InternalServerError")
         finally:
+            self.backend.sessions.discard(self)
             self.state = SessionState.CLOSED
             if self.sub is not None:
                 self.backend.hub.disconnect(self.sub)

@@ -132,6 +132,9 @@ class Hub:
         self._persisted = 0
         self.stats = {"snapshots": 0, "reruns": 0, "commits": 0, "transitions": 0}
         self.last_ts = 0
+        self._carry_dirty: set[QueryInstance] = set()
+        self._carry_touched: set[Subscriber] = set()
+        self._applied = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -231,31 +234,26 @@ class Hub:
                 self._wake.set()
 
     async def _iteration(self) -> None:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self.backend.url)
+            await init_connection(self._conn)
+            await self._conn.execute("SET plan_cache_mode = force_custom_plan")
         conn = self._conn
-        assert conn is not None
         requests, self._requests = self._requests, []
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await conn.fetchval("SELECT pg_current_snapshot()::text")
-            rows = await conn.fetch(
-                "SELECT summary FROM _commit_log WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) "
-                "AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)",
-                self._snapshot,
-            )
-            self._snapshot = snapshot
-            self.stats["snapshots"] += 1
-            self.stats["commits"] += len(rows)
-            dirty: set[QueryInstance] = set()
-            for row in rows:
-                for owner in self.index.match(decode_keys(row["summary"])):
-                    instance = self.instances.get(owner)  # type: ignore[call-overload]
-                    if instance is not None:
-                        dirty.add(instance)
-            touched: set[Subscriber] = set()
-            for request in requests:
-                self._apply(request, dirty, touched)
+        dirty: set[QueryInstance] = self._carry_dirty
+        touched: set[Subscriber] = self._carry_touched
+        self._carry_dirty, self._carry_touched = set(), set()
+        try:
+            await self._snapshot_and_run(conn, requests, dirty, touched)
+        except BaseException:
+            # Nothing was sent: keep what this iteration owed, so the next one delivers it.
             for instance in dirty:
-                if instance.subscribers:
-                    await self._run(conn, instance)
+                instance.digest = b""  # its last result may never have been sent
+            self._carry_dirty |= {i for i in dirty if i.subscribers}
+            self._carry_touched |= touched
+            if not self._applied:
+                self._requests = requests + self._requests
+            raise
         ts = self.clock.stamp()
         self.last_ts = ts
         for instance in dirty:
@@ -266,6 +264,36 @@ class Hub:
         for sub in touched:
             if not sub.closed:
                 self._send_transition(sub, ts)
+
+    async def _snapshot_and_run(
+        self,
+        conn: asyncpg.Connection,
+        requests: list[_Request],
+        dirty: set[QueryInstance],
+        touched: set[Subscriber],
+    ) -> None:
+        self._applied = False
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await conn.fetchval("SELECT pg_current_snapshot()::text")
+            rows = await conn.fetch(
+                "SELECT summary FROM _commit_log WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) "
+                "AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)",
+                self._snapshot,
+            )
+            self._snapshot = snapshot
+            self.stats["snapshots"] += 1
+            self.stats["commits"] += len(rows)
+            for row in rows:
+                for owner in self.index.match(decode_keys(row["summary"])):
+                    instance = self.instances.get(owner)  # type: ignore[call-overload]
+                    if instance is not None:
+                        dirty.add(instance)
+            self._applied = True
+            for request in requests:
+                self._apply(request, dirty, touched)
+            for instance in dirty:
+                if instance.subscribers:
+                    await self._run(conn, instance)
 
     def _apply(self, request: _Request, dirty: set[QueryInstance], touched: set[Subscriber]) -> None:
         sub = request.sub
@@ -332,13 +360,16 @@ class Hub:
             return
         self.stats["reruns"] += 1
         instance.runs += 1
+        savepoint = conn.transaction()  # one failing query cannot poison the snapshot
+        await savepoint.start()
         try:
-            async with conn.transaction():  # a savepoint: one failing query cannot poison the snapshot
-                outcome = await self.backend.runner.execute_query(conn, instance.spec, instance.kwargs, instance.identity)
+            outcome = await self.backend.runner.execute_query(conn, instance.spec, instance.kwargs, instance.identity)
         except BackendError as error:
+            await savepoint.rollback()
             body = _failed_body(error, [])
             self.index.remove(instance.key)
         else:
+            await (savepoint.rollback() if outcome.error is not None else savepoint.commit())
             if outcome.read_set is not None:
                 self.index.replace(instance.key, outcome.read_set.intervals)
             if outcome.error is None:

@@ -153,6 +153,14 @@ async def list_functions(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(listing)
 
 
+@get("/api/openapi.json")
+async def openapi(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The HTTP API of every public function, with argument and result schemas."""
+    from ._openapi import openapi_document
+
+    return json_response(openapi_document(_backend(request).registry))
+
+
 class _CollapseSlashes:
     """``http://host/`` as a deployment address makes clients call ``//api/...``; treat it as ``/api/...``."""
 
@@ -172,7 +180,7 @@ def create_app(backend: Backend) -> Any:
     from ..sync.endpoint import sync_routes
 
     app = Litestar(
-        route_handlers=[api_query, api_mutation, api_action, api_function, api_run, health, list_functions,
+        route_handlers=[api_query, api_mutation, api_action, api_function, api_run, health, list_functions, openapi,
                         *sync_routes()],
         cors_config=CORSConfig(allow_origins=["*"], allow_headers=["*"], allow_methods=["GET", "POST", "OPTIONS"]),
         request_max_body_size=knobs.MAX_MESSAGE_BYTES,

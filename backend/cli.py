@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--data-dir", default=".data")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("BACKEND_LOG_LEVEL", "WARNING"))
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     sys.path.insert(0, os.getcwd())
     if args.command in ("dev", "serve"):
         return asyncio.run(_serve(args))

@@ -126,6 +126,7 @@ class Hub:
         self._listener: asyncpg.Connection | None = None
         self._notifier: asyncpg.Connection | None = None
         self._notify_pending = False
+        self._notify_task: asyncio.Task[None] | None = None
         self._snapshot: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._persist_task: asyncio.Task[None] | None = None
@@ -173,18 +174,17 @@ class Hub:
     def poke_local(self) -> None:
         """A local commit happened: process it now, and tell the other nodes (coalesced)."""
         self._wake.set()
-        if not self._notify_pending and self._notifier is not None:
-            self._notify_pending = True
-            asyncio.get_running_loop().create_task(self._notify())
+        self._notify_pending = True
+        if self._notify_task is None or self._notify_task.done():
+            self._notify_task = asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
+        """One NOTIFY in flight at a time; commits that land meanwhile share the next one."""
         try:
-            await asyncio.sleep(0)
-            self._notify_pending = False
-            if self._notifier is not None:
+            while self._notify_pending and self._notifier is not None:
+                self._notify_pending = False
                 await self._notifier.execute(f"NOTIFY {CHANNEL}")
         except Exception:  # pragma: no cover - a lost wake-up only delays other nodes until their next poll
-            self._notify_pending = False
             log.exception("commit wake-up failed")
 
     # -- requests from sessions --------------------------------------------------------------------------

@@ -78,6 +78,8 @@ class ClassInstances(Document, tablename="class_instances", tenant="business_id"
     instructor_id = ForeignKey(Members, null=True)
     is_exception = Boolean()
     occurrence_key = Varchar(null=True)  # template_id|local_date|local_time: generation is idempotent
+    price_override_cents = Integer(null=True)  # set on the instance alone: wins over every pricing rule
+    credit_cost_override = Integer(null=True)
     indexes = [
         Index("by_start", "starts_at"),
         Index("by_venue_start", "venue_id", "starts_at"),
@@ -92,7 +94,7 @@ class Closures(Document, tablename="closures", tenant="business_id", audited=Tru
     from_date = Varchar()
     to_date = Varchar()
     reason = Varchar()
-    indexes = [Index("by_from", "from_date")]
+    indexes = [Index("by_from", "from_date"), Index("by_to", "to_date")]
 
 
 class PricingRules(Document, tablename="pricing_rules", tenant="business_id", audited=True, soft_delete=True):
@@ -121,6 +123,9 @@ class Bookings(Document, tablename="bookings", tenant="business_id", audited=Tru
     late = Boolean()
     penalty = JSONB(null=True)
     checked_in_at = Timestamptz(null=True)
+    reason = Varchar(null=True)  # why it ended: the caller's reason, or overlapping_booking / lapsed_at_start
+    skip_reason = Varchar(null=True)  # why the last promotion passed this waiting entry over (W2)
+    quote = JSONB(null=True)  # drop-in price quote (amountCents, currency, source, ruleId) stored at booking (PR1)
     indexes = [
         Index("by_instance_status", "instance_id", "status"),
         Index("by_member_start", "member_id", "starts_at"),
@@ -168,9 +173,29 @@ class Counters(Document, tablename="counters"):
     indexes = [Index("by_name", "name")]
 
 
+class BenchItems(Document, tablename="bench_items"):
+    """A tenant-free table for the benchmarks in bench/: a bucket of numbered rows."""
+
+    bucket = Varchar()
+    n = Integer()
+    v = Integer(null=True)  # not indexed: a patch of it can be a HOT update, like a booked count
+    indexes = [Index("by_bucket", "bucket"), Index("by_bucket_n", "bucket", "n")]
+
+
+class RefParents(Document, tablename="ref_parents", audited=True):
+    """A tenant-free, hard-delete pair for engine tests: deleting a referenced parent must be refused."""
+
+    name = Varchar()
+
+
+class RefChildren(Document, tablename="ref_children"):
+    parent_id = ForeignKey(RefParents, null=False)
+    name = Varchar()
+
+
 schema = define_schema(
     [Businesses, Members, Venues, ClassTemplates, ClassInstances, Closures, PricingRules, Bookings, CreditLots,
-     CreditLedger, Outbox, Counters],
+     CreditLedger, Outbox, Counters, BenchItems, RefParents, RefChildren],
     tenancy=Tenancy(),
 )
 

@@ -11,6 +11,8 @@ from .context import ActionCtx, Auth, MutationCtx, QueryCtx
 from .db import PaginationOpts, PaginationResult
 from .errors import AppError, Forbidden, NotFound, Unauthenticated
 from .registry import action, internal_action, internal_mutation, internal_query, mutation, query
+from .scheduler import Crons, ScheduledJob
+from .tenancy import require_member
 from .validators import Id, Instant, LocalDate, LocalTime, TimeZone
 from .values import Int64
 
@@ -18,6 +20,7 @@ __all__ = [
     "ActionCtx",
     "AppError",
     "Auth",
+    "Crons",
     "Forbidden",
     "Id",
     "Instant",
@@ -29,6 +32,7 @@ __all__ = [
     "PaginationOpts",
     "PaginationResult",
     "QueryCtx",
+    "ScheduledJob",
     "TimeZone",
     "Unauthenticated",
     "action",
@@ -37,4 +41,5 @@ __all__ = [
     "internal_query",
     "mutation",
     "query",
+    "require_member",
 ]

@@ -36,7 +36,7 @@ MAX_VALUE_BYTES = _env_int("BACKEND_MAX_VALUE_BYTES", 16 * 1024 * 1024, 1024, 1 
 #: Bytes of one WebSocket frame or HTTP body accepted from a client.
 MAX_MESSAGE_BYTES = _env_int("BACKEND_MAX_MESSAGE_BYTES", 17 * 1024 * 1024, 1024, 1 << 30)
 #: Attempts of a mutation that fails with a serialization failure or deadlock before giving up.
-MUTATION_MAX_ATTEMPTS = _env_int("BACKEND_MUTATION_MAX_ATTEMPTS", 12, 1, 1000)
+MUTATION_MAX_ATTEMPTS = _env_int("BACKEND_MUTATION_MAX_ATTEMPTS", 30, 1, 1000)
 #: First retry backoff in seconds; doubles each attempt, with full jitter.
 MUTATION_RETRY_BASE_SECONDS = _env_float("BACKEND_MUTATION_RETRY_BASE_SECONDS", 0.002, 0.0, 10.0)
 #: Largest retry backoff in seconds.
@@ -57,5 +57,9 @@ MAX_SCHEDULED_PER_MUTATION = _env_int("BACKEND_MAX_SCHEDULED_PER_MUTATION", 1_00
 MAX_SCHEDULED_ARGS_BYTES = _env_int("BACKEND_MAX_SCHEDULED_ARGS_BYTES", 8 * 1024 * 1024, 1024, 1 << 30)
 #: Seconds between scheduler polls when no wake-up arrives.
 SCHEDULER_POLL_SECONDS = _env_float("BACKEND_SCHEDULER_POLL_SECONDS", 1.0, 0.01, 60.0)
+#: Scheduled jobs one node runs at the same time (each running mutation holds a pool connection).
+SCHEDULER_MAX_CONCURRENT_JOBS = _env_int("BACKEND_SCHEDULER_MAX_CONCURRENT_JOBS", 8, 1, 1000)
+#: Seconds finished scheduled jobs are kept as history before they are deleted. Convex: 7 days.
+SCHEDULER_HISTORY_SECONDS = _env_float("BACKEND_SCHEDULER_HISTORY_SECONDS", 7 * 86400.0, 60.0, 86400.0 * 3650)
 #: Seconds a commit-log row is kept; a node further behind than this rebuilds its subscriptions.
 COMMIT_LOG_RETENTION_SECONDS = _env_float("BACKEND_COMMIT_LOG_RETENTION_SECONDS", 3600.0, 10.0, 86400.0 * 30)

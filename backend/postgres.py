@@ -53,12 +53,21 @@ def locate_database(data_dir: Path, database: str = "backend") -> Database:
     return Database(server.get_uri(database), server)
 
 
+def _json_default(value: object) -> object:
+    """Typed strings and ints (``Id["venues"]``, ``Int64``) are stored as their plain values."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     """Per-connection setup: JSON codecs through msgspec."""
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(
             kind,
-            encoder=lambda value: msgspec.json.encode(value).decode(),
+            encoder=lambda value: msgspec.json.encode(value, enc_hook=_json_default).decode(),
             decoder=msgspec.json.decode,
             schema="pg_catalog",
         )

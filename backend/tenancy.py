@@ -8,15 +8,17 @@ Another business's id is indistinguishable from a missing one: both answer ``Not
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from .context import MutationCtx, QueryCtx
 from .db import DatabaseReader, Txn
 from .errors import Forbidden, NotFound, SchemaError, Unauthenticated
 from .registry import FunctionSpec
 from .schema import Schema
 from .validators import camel
 
-__all__ = ["find_membership", "resolve_tenant"]
+__all__ = ["find_membership", "require_member", "resolve_tenant"]
 
 
 async def find_membership(txn: Txn, tenant: str, subject: str) -> dict[str, Any] | None:
@@ -93,3 +95,42 @@ async def resolve_tenant(
     if spec.roles is not None and member.get(tenancy.member_role_key) not in spec.roles:
         raise Forbidden(f"{spec.path}: requires one of the roles {', '.join(spec.roles)}")
     return tenant, member
+
+
+async def require_member(
+    ctx: QueryCtx | MutationCtx, business_id: str, *, roles: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """The caller's active membership row in ``business_id``, for checks ``tenant=``/``roles=`` cannot express.
+
+    Raises ``Unauthenticated`` for anonymous callers, ``NotFound`` when the business does not exist or the
+    caller is not an active member of it (the two are indistinguishable, as for ``tenant=``), and
+    ``Forbidden`` when ``roles`` is given and the member's role is not among them. In a function that has no
+    tenant yet, a successful check scopes ``ctx.db`` to that business (as ``tenant=`` would); an existing
+    scope never changes. Both reads join the read set, so a query re-runs when the membership changes.
+    """
+    allowed = (roles,) if isinstance(roles, str) else None if roles is None else tuple(roles)
+    txn: Txn = ctx.db._txn
+    tenancy = txn.schema.tenancy
+    if tenancy is None:
+        raise SchemaError("the schema declares no tenancy; require_member needs one")
+    identity = ctx.auth.get_user_identity()
+    if identity is None:
+        raise Unauthenticated(f"{txn.function_path or 'this function'}: sign in to call this function")
+    table = txn.schema.table_of_id(business_id) if isinstance(business_id, str) else None
+    doc: dict[str, Any] | None = None
+    if table is not None and table.name == tenancy.root_table:
+        saved = txn.cross_tenant
+        txn.cross_tenant = True
+        try:
+            doc = await DatabaseReader(txn).get(business_id)
+        finally:
+            txn.cross_tenant = saved
+    member = None if doc is None else await find_membership(txn, business_id, identity.subject)
+    if member is None:
+        raise NotFound(f"{txn.function_path or 'require_member'}: business not found")
+    if allowed is not None and member.get(tenancy.member_role_key) not in allowed:
+        raise Forbidden(f"{txn.function_path or 'this function'}: requires one of the roles {', '.join(allowed)}")
+    if txn.tenant is None and not txn.cross_tenant:
+        txn.tenant = business_id
+        ctx.tenant, ctx.member = business_id, member
+    return member

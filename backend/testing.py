@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from .auth import AuthConfig, UserIdentity, mint_dev_token
+from .auth._dev import DEV_ISSUER
 from .clock import Clock, ManualClock, SystemClock
 from .runner import Outcome
 from .server import Backend, BackendConfig
@@ -95,8 +96,10 @@ class TestBackend:
         database_url: str | None = None,
         serve: bool = True,
         run_scheduler: bool = True,
+        auth: AuthConfig | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
+        self.auth = auth or AuthConfig(hs256_secret=TEST_SECRET)
         self._given_url = database_url
         self.database_url = database_url or ""
         self.serve = serve
@@ -117,7 +120,7 @@ class TestBackend:
             database_url=self.database_url,
             clock=self.clock,
             run_scheduler=self.run_scheduler,
-            auth=AuthConfig(hs256_secret=TEST_SECRET),
+            auth=self.auth,
             migrations_dir=None,
         )
         self.backend = Backend(config)
@@ -163,7 +166,10 @@ class TestBackend:
         if subject is None:
             return None
         assert self.backend is not None
-        return self.backend.verify_token(self.token(subject))
+        # Signed to match this backend's auth settings, so as_user= works with any issuer/audience rules.
+        token = mint_dev_token(self.auth.hs256_secret or TEST_SECRET, subject, issuer=self.auth.issuer or DEV_ISSUER,
+                               audience=self.auth.audience)
+        return self.backend.verify_token(token)
 
     async def query(self, path: str, args: dict[str, Any] | None = None, *, as_user: str | None = None) -> Any:
         return _unwrap(await self.runner.query(path, args or {}, self.identity(as_user)))

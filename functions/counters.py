@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from backend import AppError, MutationCtx, QueryCtx, internal_mutation, mutation, query
+from backend import ActionCtx, AppError, MutationCtx, QueryCtx, action, internal_mutation, mutation, query
 
 
 @query
@@ -28,6 +29,21 @@ async def increment(ctx: MutationCtx, name: str, by: int = 1) -> int:
     return int(row["value"]) + by
 
 
+@query
+async def whoami(ctx: QueryCtx) -> str | None:
+    """The caller's subject, so clients can see which identity their socket carries."""
+    identity = ctx.auth.get_user_identity()
+    return None if identity is None else identity.subject
+
+
+@action
+async def add_later(ctx: ActionCtx, name: str, by: int = 1, delay_ms: int = 0) -> int:
+    """Increments through a mutation, then waits: an action that is observably in flight."""
+    value: int = await ctx.run_mutation("counters:increment", {"name": name, "by": by})
+    await asyncio.sleep(delay_ms / 1000)
+    return value
+
+
 @mutation
 async def fail_after_write(ctx: MutationCtx, name: str) -> None:
     """Writes, then raises: nothing of it may survive."""
@@ -40,3 +56,61 @@ async def reset(ctx: MutationCtx, name: str) -> None:
     row = await ctx.db.query("counters").with_index("by_name", lambda q: q.eq("name", name)).first()
     if row is not None:
         await ctx.db.delete(row["_id"])
+
+
+@mutation
+async def increment_two(ctx: MutationCtx, a: str, b: str, by: int = 1) -> list[int]:
+    """Increments two counters in one transaction, so every snapshot shows them moved together."""
+    return [await increment(ctx, a, by), await increment(ctx, b, by)]
+
+
+@query
+async def pair(ctx: QueryCtx, a: str, b: str) -> list[int]:
+    return [await get(ctx, a), await get(ctx, b)]
+
+
+@query
+async def range(
+    ctx: QueryCtx, lo: str, hi: str, limit: int | None = None, descending: bool = False
+) -> list[dict[str, Any]]:
+    """Counters with ``lo <= name < hi`` in name order; ``limit`` reads only the first rows of the range."""
+    rows = (
+        ctx.db.query("counters")
+        .with_index("by_name", lambda q: q.gte("name", lo).lt("name", hi))
+        .order("desc" if descending else "asc")
+    )
+    found = await (rows.collect() if limit is None else rows.take(limit))
+    return [{"name": row["name"], "value": row["value"]} for row in found]
+
+
+@query
+async def first_in(ctx: QueryCtx, lo: str, hi: str) -> str | None:
+    """The first counter name in ``[lo, hi)``: a one-row read through ``first()``."""
+    row = await (
+        ctx.db.query("counters").with_index("by_name", lambda q: q.gte("name", lo).lt("name", hi)).first()
+    )
+    return None if row is None else str(row["name"])
+
+
+@query
+async def below(ctx: QueryCtx, name: str, limit: int) -> int:
+    """The counter's value, failing (with data) once it reaches ``limit``."""
+    value = await get(ctx, name)
+    if value >= limit:
+        raise AppError({"code": "limitReached", "value": value}, f"counter {name!r} reached {limit}")
+    return value
+
+
+@query
+async def padded(ctx: QueryCtx, name: str, size: int) -> dict[str, Any]:
+    """The counter's value with ``size`` bytes of padding: a large result for flow-control tests."""
+    if not 0 <= size <= 1_000_000:
+        raise AppError({"code": "badSize"}, "size must be between 0 and 1,000,000")
+    return {"value": await get(ctx, name), "pad": "x" * size}
+
+
+@mutation
+async def increment_slowly(ctx: MutationCtx, name: str, delay_ms: int) -> int:
+    """Holds its transaction open for ``delay_ms`` before incrementing: a mutation observably in flight."""
+    await asyncio.sleep(delay_ms / 1000)
+    return await increment(ctx, name)

@@ -38,6 +38,12 @@ class Txn:
     writes: list[Write] = field(default_factory=list)
     rows_scanned: int = 0
     audit_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    # Ids this transaction has seen inside its tenant scope; a write may reference them without a lookup.
+    in_scope_ids: set[str] = field(default_factory=set)
+
+    def saw_in_scope(self, document_id: str) -> None:
+        if self.tenant is not None and not self.cross_tenant:
+            self.in_scope_ids.add(document_id)
 
     def record_read(self, interval: Interval) -> None:
         if len(self.read_set) >= knobs.MAX_READ_RANGES:

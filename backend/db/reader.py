@@ -286,6 +286,7 @@ class Query:
                 last_key = tuple(doc.get(k) for k in index.keys)
                 if self._visible(doc):
                     results.append(doc)
+                    txn.saw_in_scope(doc["_id"])
             exhausted = len(records) <= limit
         else:
             cursor = await txn.conn.cursor(sql, *params)
@@ -300,6 +301,7 @@ class Query:
                     last_key = tuple(doc.get(k) for k in index.keys)
                     if self._visible(doc):
                         results.append(doc)
+                        txn.saw_in_scope(doc["_id"])
                         if limit is not None and len(results) >= limit:
                             stop = True
                             break
@@ -360,6 +362,7 @@ class DatabaseReader:
             return None
         if not self._in_scope(table, doc):
             return None
+        self._txn.saw_in_scope(document_id)
         return doc
 
     def _in_scope(self, table: TableSpec, doc: Document) -> bool:

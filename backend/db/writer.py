@@ -70,6 +70,27 @@ class DatabaseWriter(DatabaseReader):
                     raise InvalidWrite(f"{table.name}.{spec.key}: missing required field")
         return clean
 
+    async def _check_references(self, table: TableSpec, fields: Document) -> None:
+        """A tenant-scoped write may only point at rows of its own tenant; the foreign key alone allows any.
+
+        Ids the transaction already read (or wrote) inside its scope need no lookup, so the usual
+        get-then-insert costs nothing extra. Another tenant's row is reported like a missing one.
+        """
+        txn = self._txn
+        if txn.cross_tenant or txn.tenant is None:
+            return
+        for key, value in fields.items():
+            spec = table.fields[key]
+            if spec.references is None or value is None or key == table.tenant_key or value in txn.in_scope_ids:
+                continue
+            target = txn.schema.table(spec.references)
+            if not (target.tenant_key or target.tenant_root):
+                continue
+            doc = await self._fetch(target, value)
+            if doc is None or not self._in_scope(target, doc):
+                raise ReferenceViolation(f"{table.name}.{key}: a reference points to a document that does not exist")
+            txn.saw_in_scope(value)
+
     async def _current(self, document_id: str, operation: str) -> tuple[TableSpec, Document]:
         table = self._txn.schema.table_of_id(document_id) if isinstance(document_id, str) else None
         if table is None:
@@ -133,6 +154,7 @@ class DatabaseWriter(DatabaseReader):
         full = {c.key: doc.get(c.key) for c in columns}
         await self._execute(sql, *full.values())
         self._txn.record_write(Write(table.name, str(full["_id"]), None, full))
+        self._txn.saw_in_scope(str(full["_id"]))
         return full
 
     # -- public API --------------------------------------------------------------------------------------
@@ -155,6 +177,7 @@ class DatabaseWriter(DatabaseReader):
         if table.tenant_root and not txn.cross_tenant and txn.tenant is not None:
             raise TenantViolation(f"a function scoped to one tenant cannot create another {table.name} row")
         clean = self._check_fields(table, fields, partial=False)
+        await self._check_references(table, clean)
         doc = await self._insert_row(table, clean)
         if table.tenant_root and txn.tenant is None and not txn.cross_tenant:
             txn.tenant = doc["_id"]  # the function now works inside the tenant it created
@@ -167,6 +190,7 @@ class DatabaseWriter(DatabaseReader):
         clean = self._check_fields(table, fields, partial=True)
         if table.tenant_key and table.tenant_key in clean and clean[table.tenant_key] != old.get(table.tenant_key):
             raise TenantViolation(f"{table.name}.{table.tenant_key}: a document cannot move to another tenant")
+        await self._check_references(table, clean)
         await self._update(table, old, clean, "update")
 
     async def replace(self, document_id: str, document: Document) -> None:
@@ -181,6 +205,7 @@ class DatabaseWriter(DatabaseReader):
                 clean[spec.key] = None
         if table.tenant_key and clean.get(table.tenant_key) != old.get(table.tenant_key):
             raise TenantViolation(f"{table.name}.{table.tenant_key}: a document cannot move to another tenant")
+        await self._check_references(table, clean)
         await self._update(table, old, clean, "replace")
 
     async def delete(self, document_id: str) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,6 +42,11 @@ __all__ = ["CHANNEL", "Hub", "QueryInstance", "Subscriber"]
 log = logging.getLogger("backend.hub")
 
 CHANNEL = "backend_commits"
+#: Seconds between prunings of old commit-log rows, and rows deleted per statement (small deletes keep
+#: locks and WAL bursts short; see commit-feed.md "Pruning").
+PRUNE_EVERY_SECONDS = 60.0
+PRUNE_BATCH = 1000
+_PRUNE_MAX_BATCHES = 100  # per round; whatever is left waits for the next round
 QueryKey = tuple[str, bytes, str | None]
 
 
@@ -83,6 +89,7 @@ class Subscriber:
     removed: list[int] = field(default_factory=list)
     completions: list[Callable[[int], bytes]] = field(default_factory=list)
     closed: bool = False
+    holds: int = 0  # mutations between "about to commit" and "response queued": Transitions wait for them
 
     @property
     def identity_key(self) -> str | None:
@@ -130,6 +137,8 @@ class Hub:
         self._snapshot: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._persist_task: asyncio.Task[None] | None = None
+        self._prune_task: asyncio.Task[None] | None = None
+        self._snapshot_at = time.monotonic()  # when self._snapshot was taken
         self._persisted = 0
         self.stats = {"snapshots": 0, "reruns": 0, "commits": 0, "transitions": 0}
         self.last_ts = 0
@@ -153,9 +162,10 @@ class Hub:
         self._snapshot = await self._conn.fetchval("SELECT pg_current_snapshot()::text")
         self._task = asyncio.create_task(self._loop(), name="hub")
         self._persist_task = asyncio.create_task(self._persist_clock(), name="hub-clock")
+        self._prune_task = asyncio.create_task(self._prune_loop(), name="hub-prune")
 
     async def stop(self) -> None:
-        for task in (self._task, self._persist_task):
+        for task in (self._task, self._persist_task, self._prune_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -208,6 +218,17 @@ class Hub:
 
     def set_identity(self, sub: Subscriber, identity: Any | None, version: int) -> None:
         self._push(_Request(sub, identity=(identity, version)))
+
+    def hold(self, sub: Subscriber) -> None:
+        """A mutation of this socket is about to commit: hold its Transitions until the response is queued,
+        so the client never sees the mutation's writes before its MutationResponse (no double counting of
+        an optimistic update)."""
+        sub.holds += 1
+
+    def release(self, sub: Subscriber) -> None:
+        """The held mutation failed: nothing to wait for."""
+        sub.holds = max(0, sub.holds - 1)
+        self._wake.set()
 
     def complete(self, sub: Subscriber, response: Callable[[int], bytes]) -> None:
         """Queue a mutation response; it goes out with the next snapshot's Transition (ts ≥ its commit)."""
@@ -262,8 +283,12 @@ class Hub:
                     sub.changed.add(query_id)
                     touched.add(sub)
         for sub in touched:
-            if not sub.closed:
-                self._send_transition(sub, ts)
+            if sub.closed:
+                continue
+            if sub.holds > 0:
+                self._carry_touched.add(sub)  # sent once its in-flight mutation's response is queued
+                continue
+            self._send_transition(sub, ts)
 
     async def _snapshot_and_run(
         self,
@@ -281,6 +306,10 @@ class Hub:
                 self._snapshot,
             )
             self._snapshot = snapshot
+            if self.fell_behind():
+                # Rows this node still needed may have been pruned: re-run everything in this snapshot.
+                dirty.update(i for i in self.instances.values() if i.subscribers)
+            self._snapshot_at = time.monotonic()
             self.stats["snapshots"] += 1
             self.stats["commits"] += len(rows)
             for row in rows:
@@ -302,6 +331,7 @@ class Hub:
         touched.add(sub)
         if request.completion is not None:
             sub.completions.append(request.completion)
+            sub.holds = max(0, sub.holds - 1)
         if request.identity is not None:
             identity, version = request.identity
             sub.identity = identity
@@ -337,8 +367,8 @@ class Hub:
         instance.changed_now = True
         try:
             spec = runner.resolve(path, "query", allow_internal=False)
-            instance.spec = spec
             instance.kwargs = runner.validate_args(spec, args)
+            instance.spec = spec  # only once the arguments are valid: a spec here means "run it"
         except BackendError as error:
             instance.failed_to_resolve = error
             instance.modification = _failed_body(error, [])
@@ -409,6 +439,42 @@ class Hub:
         self.stats["transitions"] += 1
         if not sub.link.enqueue(frame, transition=True):
             sub.link.overloaded()
+
+    # -- pruning the commit log ---------------------------------------------------------------------------
+
+    def fell_behind(self) -> bool:
+        """True when the previous snapshot is so old that commit-log rows after it may have been pruned.
+        The margin covers transactions that ran long (a row's age counts from its transaction's start)."""
+        retention = knobs.COMMIT_LOG_RETENTION_SECONDS
+        return time.monotonic() - self._snapshot_at > retention - min(retention / 2, 300.0)
+
+    async def prune_commit_log(self) -> int:
+        """Delete commit-log rows older than the retention, a small batch per statement; returns the count."""
+        pool = self.backend.pool
+        if pool is None:
+            return 0
+        deleted = 0
+        for _ in range(_PRUNE_MAX_BATCHES):
+            async with pool.acquire() as conn:
+                status = await conn.execute(
+                    "DELETE FROM _commit_log WHERE xid IN (SELECT xid FROM _commit_log "
+                    "WHERE committed_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    float(knobs.COMMIT_LOG_RETENTION_SECONDS), PRUNE_BATCH,
+                )
+            count = int(status.split()[-1])
+            deleted += count
+            if count < PRUNE_BATCH:
+                break
+            await asyncio.sleep(0)
+        return deleted
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_SECONDS)
+            try:
+                await self.prune_commit_log()
+            except Exception:  # pragma: no cover - the next round tries again
+                log.exception("pruning the commit log failed")
 
     # -- the persisted clock -----------------------------------------------------------------------------
 

@@ -36,11 +36,11 @@ class InvalidationIndex:
             where = (interval.table, interval.index)
             length = len(interval.prefix)
             try:
-                bucket = self._tree[where].setdefault(length, {}).setdefault(interval.prefix, {})
+                hash(interval.prefix)
             except TypeError:  # an unhashable prefix value (arrays): fall back to an unbounded bucket
-                bucket = self._tree[where].setdefault(0, {}).setdefault((), {})
                 interval = Interval(interval.table, interval.index, ())
                 length = 0
+            bucket = self._tree[where].setdefault(length, {}).setdefault(interval.prefix, {})
             bucket.setdefault(owner, []).append(interval)
             places.append((where, length, interval.prefix))
         self._owned[owner] = places
@@ -82,7 +82,11 @@ class InvalidationIndex:
                         continue
                     for interval in intervals:
                         self.checks += 1
-                        if interval.contains(item.key):
+                        try:
+                            inside = interval.contains(item.key)
+                        except TypeError:  # values of different types in one field: re-run rather than guess
+                            inside = True
+                        if inside:
                             hit.add(owner)
                             break
         return hit

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import SchemaError
 from ..postgres import Connection
+from ..scheduler._ddl import SCHEDULER_DDL
 from ._spec import IndexSpec, Schema, TableSpec
 
 __all__ = ["SYSTEM_DDL", "apply_migrations", "apply_schema", "index_name"]
@@ -33,6 +34,7 @@ SYSTEM_DDL = [
     "CREATE TABLE IF NOT EXISTS _clock (id int PRIMARY KEY, ts bigint NOT NULL)",
     "INSERT INTO _clock (id, ts) VALUES (1, 0) ON CONFLICT DO NOTHING",
     "CREATE TABLE IF NOT EXISTS _migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    *SCHEDULER_DDL,
 ]
 
 _LOCK_KEY = 0x7E57_AB1E

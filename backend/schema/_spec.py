@@ -150,7 +150,7 @@ def _check_text(value: Any, path: str) -> Any:
         raise SchemaError(f"{path}: expected a string, got {type(value).__name__}")
     if "\x00" in value:
         raise SchemaError(f"{path}: strings may not contain NUL characters")
-    return value
+    return str(value)  # typed strings (TimeZone, LocalDate, ...) are stored as plain text
 
 
 def _check_int(value: Any, path: str) -> Any:
@@ -233,7 +233,7 @@ def _check_reference(target: str) -> Checker:
     def check(value: Any, path: str) -> Any:
         if not isinstance(value, str) or ids.decode_table_number(value) != number:
             raise SchemaError(f"{path}: expected an id of table {target!r}")
-        return value
+        return str(value)  # an ``Id["..."]`` argument is stored as a plain string
 
     return check
 

@@ -120,6 +120,8 @@ def decode_ts(text: str) -> int:
     if len(raw) != 8:
         raise ProtocolError("maxObservedTimestamp: expected 8 bytes")
     value: int = struct.unpack("<Q", raw)[0]
+    if value >= 1 << 63:  # every timestamp we issue is below 2**63; honouring it would overflow the clock
+        raise ProtocolError("maxObservedTimestamp: not a timestamp this deployment issued (>= 2**63)")
     return value
 
 

@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
-import struct
 import uuid
-from typing import Any
 
 import websockets
 
 from backend.testing import TestBackend
-
-
-def ts_of(text: str) -> int:
-    return struct.unpack("<Q", base64.b64decode(text))[0]
-
-
-class RawClient:
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.session = str(uuid.uuid4())
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(message))
-
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        while True:
-            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-            if message["type"] != "Ping":
-                return dict(message)
-
-    async def connect(self) -> None:
-        await self.send({"type": "Connect", "sessionId": self.session, "connectionCount": 0,
-                         "lastCloseReason": "InitialConnect", "clientTs": 0})
+from tests.support.sync_client import RawClient, ts_of
 
 
 async def test_subscribe_mutate_and_receive_update_in_order(tb: TestBackend) -> None:

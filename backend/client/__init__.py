@@ -1,0 +1,19 @@
+"""A Python client for servers that speak the Convex sync protocol (this backend, or Convex itself).
+
+``AsyncClient`` is the real client; ``Client`` runs it on a background thread for synchronous code.
+
+>>> async with AsyncClient("http://127.0.0.1:3210") as client:
+...     await client.mutation("counters:increment", {"name": "visits"})
+...     async for value in client.subscribe("counters:get", {"name": "visits"}):
+...         print(value)
+"""
+
+from __future__ import annotations
+
+from ._client import AsyncClient
+from ._errors import ClientError
+from ._optimistic import OptimisticStore
+from ._subscription import Subscription
+from ._sync_wrapper import Client, SyncSubscription
+
+__all__ = ["AsyncClient", "Client", "ClientError", "OptimisticStore", "Subscription", "SyncSubscription"]

@@ -1,0 +1,124 @@
+"""``Client``: the async client for code without an event loop, run on a loop in a background thread.
+
+Every call is handed to that loop and waited for, so the async client stays single-threaded. Subscription
+callbacks run on the background thread; they must be quick and thread-safe on the caller's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ._client import AsyncClient
+from ._errors import ClientError
+from ._optimistic import OptimisticUpdate
+from ._subscription import Subscription
+
+__all__ = ["Client", "SyncSubscription"]
+
+T = TypeVar("T")
+
+
+class SyncSubscription:
+    """A handle on a live query whose values go to a callback; ``unsubscribe()`` stops them."""
+
+    def __init__(self, client: Client, subscription: Subscription) -> None:
+        self._client = client
+        self._subscription = subscription
+
+    @property
+    def value(self) -> Any:
+        return self._subscription.value
+
+    def unsubscribe(self) -> None:
+        async def run() -> None:
+            self._subscription.unsubscribe()
+
+        if not self._client.closed:
+            self._client._run(run())
+
+
+class Client:
+    """``with Client(url) as client: client.mutation("counters:increment", {"name": "a"})``.
+
+    Connects in the constructor (raising ``ClientError`` if the server cannot be reached in ``timeout``
+    seconds); ``close()`` stops the background thread.
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 10.0) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sync-client-loop", daemon=True)
+        self._thread.start()
+        self.closed = False
+
+        async def make() -> AsyncClient:
+            client = AsyncClient(url, token=token)
+            await client.connect(timeout=timeout)
+            return client
+
+        try:
+            self._client = self._run(make())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self.closed:
+            coroutine.close()
+            raise ClientError("the client is closed")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
+        return self._run(self._client.query(path, args))
+
+    def mutation(
+        self, path: str, args: dict[str, Any] | None = None, optimistic_update: OptimisticUpdate | None = None
+    ) -> Any:
+        return self._run(self._client.mutation(path, args, optimistic_update))
+
+    def action(self, path: str, args: dict[str, Any] | None = None) -> Any:
+        return self._run(self._client.action(path, args))
+
+    def set_auth(self, token: str) -> None:
+        self._run(self._client.set_auth(token))
+
+    def clear_auth(self) -> None:
+        self._run(self._client.clear_auth())
+
+    def subscribe(
+        self,
+        path: str,
+        args: dict[str, Any] | None,
+        callback: Callable[[Any], None],
+        on_error: Callable[[ClientError], None] | None = None,
+    ) -> SyncSubscription:
+        """Call ``callback(value)`` (on the background thread) with every new value of the query."""
+
+        async def run() -> Subscription:
+            subscription = self._client.subscribe(path, args)
+            subscription.on_update(callback, on_error)
+            return subscription
+
+        return SyncSubscription(self, self._run(run()))
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._run(self._client.close())
+        self.closed = True
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self.closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()

@@ -1,0 +1,102 @@
+"""Cancelling: by the member (P1-P3, P8), and by the studio (C7, P7).
+
+A member's cancellation is judged on absolute time against the policy snapshotted on the booking (P1, P2).
+Early: the credit goes back to the very lot it came from (F3). Late: the penalty of the entitlement type
+(P3). Either way the seat is released and the waitlist promoted in the same transaction (W2, W8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend import AppError
+from functions._rules.policy import classify_cancellation
+
+from . import ledger
+from .model import ACTIVE, SEATED, collect
+from .outbox import notify
+from .penalties import penalty_for, record_strike
+from .seating import bump
+from .settings import BookingPolicy, load_settings
+from .waitlist import promote
+
+__all__ = ["cancel_booking", "cancel_for_studio"]
+
+
+async def cancel_booking(
+    ctx: Any, booking: dict[str, Any], *, reason: str | None, waive_penalty: bool
+) -> dict[str, Any]:
+    """Cancel one booking or waitlist entry; returns ``{status, late, penalty, refund, promoted}``."""
+    status = booking["status"]
+    business_id = booking["businessId"]
+    if status not in ("confirmed", "waitlisted"):
+        raise AppError({"code": "not_cancellable", "status": status, "bookingId": booking["_id"]},
+                       f"a booking that is {status} cannot be cancelled")
+    instance = await ctx.db.get(booking["instanceId"])
+    if instance is None:
+        raise AppError({"code": "not_found", "instanceId": booking["instanceId"]}, "the class no longer exists")
+    base = {"activeKey": None, "cancelledAt": ctx.now, "reason": reason}
+    if status == "waitlisted":
+        await ctx.db.patch(booking["_id"], {**base, "status": "cancelled", "late": False})
+        await bump(ctx, instance, waitlisted=-1)
+        await notify(ctx, business_id, "waitlist_left", booking["memberId"], bookingId=booking["_id"],
+                     instanceId=instance["_id"])
+        return {"status": "cancelled", "late": False, "penalty": None, "refund": None, "promoted": []}
+    settings, _ = await load_settings(ctx.db, business_id)
+    policy = BookingPolicy.from_json(booking.get("policy"), settings.policy())
+    late = classify_cancellation(ctx.now, booking["startsAt"], policy.late_cancel_minutes) == "late"
+    penalty: dict[str, Any] | None = None
+    refund: dict[str, Any] | None = None
+    if late and not waive_penalty:
+        penalty = penalty_for(booking, "late_cancel", policy)
+    else:
+        refund = await _refund(ctx, booking, "cancelled")
+    await ctx.db.patch(booking["_id"], {**base, "status": "cancelled", "late": late, "penalty": penalty})
+    await bump(ctx, instance, booked=-1)
+    await notify(ctx, business_id, "booking_cancelled", booking["memberId"], bookingId=booking["_id"],
+                 instanceId=instance["_id"], late=late, penalty=penalty, refund=refund)
+    if penalty is not None:
+        if penalty.get("feeCents"):
+            await notify(ctx, business_id, "fee_charged", booking["memberId"], bookingId=booking["_id"],
+                         feeCents=penalty["feeCents"], penaltyKind="late_cancel")
+        await record_strike(ctx, business_id, booking["memberId"], settings)
+    promoted = await promote(ctx, instance)
+    return {"status": "cancelled", "late": late, "penalty": penalty, "refund": refund, "promoted": promoted}
+
+
+async def _refund(ctx: Any, booking: dict[str, Any], reason: str) -> dict[str, Any]:
+    """Credits back to their lots, or the drop-in payment queued for refund by its original method."""
+    if booking.get("payWith") == "credits":
+        result = await ledger.refund(ctx, booking["businessId"], booking, reason)
+        return result.to_json()
+    amount = booking.get("amountCents") or 0
+    if amount > 0:
+        await notify(ctx, booking["businessId"], "refund_payment", booking["memberId"], bookingId=booking["_id"],
+                     amountCents=amount, quote=booking.get("quote"))
+    return {"amountCents": amount}
+
+
+async def cancel_for_studio(ctx: Any, instance: dict[str, Any], reason: str) -> int:
+    """The studio cancels a class: every active booking and waitlist entry ends with a full refund (C7, P7).
+
+    Never a penalty; each member is notified. The instance's own status is the caller's to set.
+    Returns how many bookings and entries were ended.
+    """
+    ended = 0
+    for status in sorted(ACTIVE):
+        rows = await collect(ctx.db.query("bookings").with_index(
+            "by_instance_status", lambda q, s=status: q.eq("businessId", instance["businessId"]).eq("instanceId", instance["_id"]).eq("status", s)
+        ))
+        for row in rows:
+            refund = await _refund(ctx, row, "cancelled_by_studio") if row["status"] in SEATED else None
+            await ctx.db.patch(row["_id"], {
+                "status": "cancelled_by_studio", "activeKey": None, "cancelledAt": ctx.now, "reason": reason,
+                "late": False, "penalty": None,
+            })
+            await notify(ctx, instance["businessId"], "class_cancelled", row["memberId"], bookingId=row["_id"],
+                         instanceId=instance["_id"], reason=reason, refund=refund)
+            ended += 1
+    if instance["booked"] or instance["waitlisted"]:
+        await ctx.db.patch(instance["_id"], {"booked": 0, "waitlisted": 0})
+        instance.update(booked=0, waitlisted=0)
+    return ended

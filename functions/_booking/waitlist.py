@@ -1,0 +1,112 @@
+"""The waitlist: order and positions on read (W1), promotion when a seat is released (W2-W4, W8).
+
+``promote`` runs inside the transaction that released the seat, so the release and its promotions commit
+together or not at all, and two releases racing for the same waiting entry serialise on the instance row:
+exactly one promotion per freed seat, in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from functions._rules.policy import can_auto_promote
+
+from .eligibility import check_window, evaluate
+from .model import collect, waitlist_order
+from .outbox import notify
+from .seating import bump, pay, payment_fields, withdraw_clashing_entries
+from .settings import BusinessSettings, load_settings
+
+__all__ = ["auto_promotion_open", "positions", "promote", "seat_entry", "waiting"]
+
+
+async def waiting(db: Any, business_id: str, instance_id: str) -> list[dict[str, Any]]:
+    """The waiting entries of one class in promotion order."""
+    rows = await collect(db.query("bookings").with_index(
+        "by_instance_status", lambda q: q.eq("businessId", business_id).eq("instanceId", instance_id).eq("status", "waitlisted")
+    ))
+    return waitlist_order(rows)
+
+
+async def positions(db: Any, business_id: str, instance_id: str) -> dict[str, int]:
+    """Booking id → 1-based waitlist position, computed from the order rather than stored."""
+    return {row["_id"]: i for i, row in enumerate(await waiting(db, business_id, instance_id), start=1)}
+
+
+def auto_promotion_open(instance: dict[str, Any], settings: BusinessSettings, now: Any) -> bool:
+    """Before the cutoff (late-cancel window + grace by default) promotion is automatic (W3, W4)."""
+    return can_auto_promote(
+        now, instance["startsAt"], settings.late_cancel_minutes, settings.auto_promote_cutoff_minutes,
+        settings.promotion_grace_minutes,
+    )
+
+
+async def promote(ctx: Any, instance: dict[str, Any]) -> list[str]:
+    """Fill every free seat from the head of the waitlist; returns the promoted booking ids in order.
+
+    Entries that cannot be seated (no credits, an overlap, a suspension) are skipped with the reason
+    recorded and keep their place (W2). After the promotion cutoff nobody is promoted; waiting members are
+    told a seat is open and may claim it with ``bookings:book`` (open booking, W3).
+    """
+    free = instance["capacity"] - instance["booked"]
+    if instance["status"] != "scheduled" or free <= 0 or instance["waitlisted"] <= 0:
+        return []
+    business_id = instance["businessId"]
+    settings, business = await load_settings(ctx.db, business_id)
+    entries = await waiting(ctx.db, business_id, instance["_id"])
+    if not auto_promotion_open(instance, settings, ctx.now):
+        if check_window(instance, settings, ctx.now) is not None:
+            return []  # booking has closed: nobody can take the seat, so nobody is told about it
+        for entry in entries:
+            await notify(ctx, business_id, "seat_available", entry["memberId"], bookingId=entry["_id"],
+                         instanceId=instance["_id"], startsAt=instance["startsAt"])
+        return []
+    promoted: list[str] = []
+    for entry in entries:
+        if free <= 0:
+            break
+        member = await ctx.db.get(entry["memberId"])
+        if member is None or member.get("status") != "active":
+            await _skip(ctx, entry, ["member_inactive"])
+            continue
+        decision = await evaluate(
+            ctx, instance, member, settings, business, entry.get("payWith"),
+            enforce_window=False, stored_quote=entry.get("quote"),
+        )
+        if not decision.ok:
+            await _skip(ctx, entry, decision.reasons)
+            continue
+        await seat_entry(ctx, instance, entry, decision, settings, how="promotion")
+        promoted.append(entry["_id"])
+        free -= 1
+    return promoted
+
+
+async def seat_entry(
+    ctx: Any, instance: dict[str, Any], entry: dict[str, Any], decision: Any, settings: BusinessSettings,
+    *, how: Literal["promotion", "claim"],
+) -> None:
+    """Turn a waiting entry into a confirmed booking (``source=waitlist``, W9), paid now, under the policy
+    in force now (P2): the promotion cutoff guarantees a free-cancel grace under exactly that policy (W4)."""
+    business_id = instance["businessId"]
+    payment = payment_fields(decision)
+    await pay(ctx, business_id, entry["_id"], entry["memberId"], decision, f"waitlist_{how}")
+    await ctx.db.patch(entry["_id"], {
+        **payment, "status": "confirmed", "source": "waitlist", "skipReason": None,
+        "policy": settings.policy().to_json(),
+    })
+    await bump(ctx, instance, booked=1, waitlisted=-1)
+    await notify(ctx, business_id, "waitlist_promoted" if how == "promotion" else "waitlist_claimed", entry["memberId"], bookingId=entry["_id"],
+                 instanceId=instance["_id"], startsAt=instance["startsAt"], payWith=payment["payWith"],
+                 creditsSpent=payment["creditsSpent"], amountCents=payment["amountCents"])
+    await withdraw_clashing_entries(ctx, business_id, {**entry, "status": "confirmed"})
+
+
+async def _skip(ctx: Any, entry: dict[str, Any], reasons: list[str]) -> None:
+    """Record why the entry was passed over; it keeps its place for the next seat (W2)."""
+    reason = reasons[0]
+    if entry.get("skipReason") == reason:
+        return
+    await ctx.db.patch(entry["_id"], {"skipReason": reason})
+    await notify(ctx, entry["businessId"], "promotion_skipped", entry["memberId"], bookingId=entry["_id"],
+                 instanceId=entry["instanceId"], reasons=reasons)

@@ -1,0 +1,301 @@
+"""Bookings: book a seat or join the waitlist, cancel, attendance, rosters.
+
+Every seat decision reads and writes the class instance's ``booked``/``waitlisted`` counters inside one
+SERIALIZABLE transaction (the engine retries conflicts), with the ``active_key`` unique index as the
+backstop for one active booking per member and class (C1, C2). Refusals are ``AppError``s with
+``{"code": "booking_refused", "reasons": [...], ...}`` (F9); notifications go to ``outbox`` in the same
+transaction (M7).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from backend import (
+    AppError,
+    Forbidden,
+    Instant,
+    MutationCtx,
+    NotFound,
+    QueryCtx,
+    internal_mutation,
+    mutation,
+    query,
+)
+from functions._booking import attendance, cancellation
+from functions._booking.eligibility import evaluate
+from functions._booking.model import (
+    ATTENDANCE_ROLES,
+    STAFF_ROLES,
+    BookingView,
+    active_key,
+    booking_view,
+    collect,
+    refuse,
+)
+from functions._booking.outbox import notify
+from functions._booking.seating import bump, pay, payment_fields, withdraw_clashing_entries
+from functions._booking.settings import load_settings
+from functions._booking.waitlist import auto_promotion_open, positions, promote, seat_entry, waiting
+from schema import BookingId, BusinessId, InstanceId, MemberId
+
+
+class BookResult(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    booking_id: str
+    status: Literal["confirmed", "waitlisted"]
+    position: int | None = None
+    reasons: list[str] | None = None
+
+
+async def _member_for(ctx: MutationCtx | QueryCtx, member_id: str | None) -> tuple[dict[str, Any], bool]:
+    """The member acted for, and whether the caller acts for someone else (staff only)."""
+    caller = ctx.member
+    assert caller is not None
+    if member_id is None or member_id == caller["_id"]:
+        return caller, False
+    if caller["role"] not in STAFF_ROLES:
+        raise Forbidden("only staff may act for another member")
+    member = await ctx.db.get(member_id)
+    if member is None:
+        raise NotFound("$.args.memberId: not found")
+    return member, True
+
+
+@mutation(tenant="instance_id")
+async def book(
+    ctx: MutationCtx,
+    instance_id: InstanceId,
+    member_id: MemberId | None = None,
+    pay_with: Literal["credits", "dropin"] | None = None,
+    override_reason: str | None = None,
+) -> BookResult:
+    """Take a seat, or a place on the waitlist when the class is full.
+
+    ``memberId`` books for someone else (staff). ``payWith`` defaults to credits when the member's credits
+    cover the class; ``dropin`` records the quoted price. Staff may pass ``overrideReason`` to book outside
+    the booking window (B3, B6: an explicit, audited override). A member already waiting for this class
+    who finds a free seat claims it.
+    """
+    member, on_behalf = await _member_for(ctx, member_id)
+    caller = ctx.member
+    assert caller is not None
+    if override_reason is not None and (caller["role"] not in STAFF_ROLES or not override_reason.strip()):
+        raise Forbidden("only staff may override the booking window, and only with a reason")
+    if member.get("status") != "active":
+        raise refuse(["member_inactive"], "the member is not active", memberId=member["_id"])
+    instance = await ctx.db.get(instance_id)
+    if instance is None:
+        raise NotFound("$.args.instanceId: not found")
+    instance_id = instance["_id"]  # a plain str from here on (ids travel into JSON audit rows)
+    if instance["status"] != "scheduled":
+        raise refuse(["class_cancelled"], "the class is cancelled", instanceId=instance_id)
+    settings, business = await load_settings(ctx.db, instance["businessId"])
+    promoted: list[str] = []
+    free = instance["capacity"] - instance["booked"]
+    if free > 0 and instance["waitlisted"] > 0 and auto_promotion_open(instance, settings, ctx.now):
+        # A seat released without a promotion (e.g. capacity raised elsewhere) goes to the queue first (W2).
+        promoted = await promote(ctx, instance)
+    key = active_key(member["_id"], instance_id)
+    existing = await ctx.db.query("bookings").with_index("by_active_key", lambda q: q.eq("activeKey", key)).first()
+    free = instance["capacity"] - instance["booked"]
+    if existing is not None:
+        if existing["_id"] in promoted:
+            return BookResult(booking_id=existing["_id"], status="confirmed")
+        if existing["status"] == "waitlisted" and free > 0:
+            return await _claim(ctx, instance, member, existing, settings, business)
+        raise refuse(["already_booked"], "already booked for this class", bookingId=existing["_id"],
+                     status=existing["status"])
+    decision = await evaluate(ctx, instance, member, settings, business, pay_with,
+                              enforce_window=override_reason is None)
+    limit = settings.waitlist_limit
+    if free <= 0 and limit is not None and instance["waitlisted"] >= limit:
+        decision.reasons.append("waitlist_full")
+        decision.details["waitlistLimit"] = limit
+    if not decision.ok:
+        raise refuse(decision.reasons, "the booking cannot be made: " + ", ".join(decision.reasons),
+                     **decision.details)
+    source = "staff" if on_behalf or override_reason is not None else "self"
+    row: dict[str, Any] = {
+        "instanceId": instance_id, "memberId": member["_id"], "source": source, "policy": settings.policy().to_json(),
+        "priority": 0, "joinedAt": ctx.now, "startsAt": instance["startsAt"], "endsAt": instance["endsAt"],
+        "activeKey": key, "late": False, "reason": override_reason,
+    }
+    if free > 0:
+        booking_id = await ctx.db.insert("bookings", {**row, **payment_fields(decision), "status": "confirmed"})
+        await pay(ctx, instance["businessId"], booking_id, member["_id"], decision, "booking")
+        await bump(ctx, instance, booked=1)
+        await notify(ctx, instance["businessId"], "booking_confirmed", member["_id"], bookingId=booking_id,
+                     instanceId=instance_id, startsAt=instance["startsAt"], payWith=decision.pay_with)
+        await withdraw_clashing_entries(ctx, instance["businessId"], {**row, "_id": booking_id})
+        return BookResult(booking_id=booking_id, status="confirmed")
+    booking_id = await ctx.db.insert("bookings", {
+        **row, "status": "waitlisted", "payWith": pay_with, "creditsSpent": 0, "amountCents": 0,
+        "quote": decision.quote,
+    })
+    await bump(ctx, instance, waitlisted=1)
+    position = (await positions(ctx.db, instance["businessId"], instance_id))[booking_id]
+    await notify(ctx, instance["businessId"], "waitlist_joined", member["_id"], bookingId=booking_id,
+                 instanceId=instance_id, position=position)
+    return BookResult(booking_id=booking_id, status="waitlisted", position=position, reasons=["class_full"])
+
+
+async def _claim(
+    ctx: MutationCtx, instance: dict[str, Any], member: dict[str, Any], entry: dict[str, Any], settings: Any,
+    business: dict[str, Any],
+) -> BookResult:
+    """A waiting member takes a free seat (open booking after the promotion cutoff, W3)."""
+    decision = await evaluate(ctx, instance, member, settings, business, entry.get("payWith"),
+                              enforce_window=False, stored_quote=entry.get("quote"))
+    if not decision.ok:
+        raise refuse(decision.reasons, "the seat cannot be claimed: " + ", ".join(decision.reasons),
+                     bookingId=entry["_id"], **decision.details)
+    await seat_entry(ctx, instance, entry, decision, settings, how="claim")
+    return BookResult(booking_id=entry["_id"], status="confirmed")
+
+
+@mutation(tenant="booking_id")
+async def cancel(
+    ctx: MutationCtx, booking_id: BookingId, reason: str | None = None, waive_penalty: bool = False
+) -> dict[str, Any]:
+    """Cancel a booking or leave the waitlist; always allowed before the class ends, even when late (P8).
+
+    Returns ``{status, late, penalty, refund, promotedBookingIds}``. The freed seat goes to the waitlist in
+    this same transaction (W2). Staff may cancel anyone's booking and may waive the penalty.
+    """
+    caller = ctx.member
+    assert caller is not None
+    booking = await ctx.db.get(booking_id)
+    if booking is None:
+        raise NotFound("$.args.bookingId: not found")
+    staff = caller["role"] in STAFF_ROLES
+    if booking["memberId"] != caller["_id"] and not staff:
+        raise NotFound("$.args.bookingId: not found")
+    if waive_penalty and not staff:
+        raise Forbidden("only staff may waive a penalty")
+    if not staff and booking["status"] == "confirmed" and ctx.now >= booking["endsAt"]:
+        # After the class a cancellation would only turn a no-show into a cheaper late cancel (P3).
+        raise AppError({"code": "not_cancellable", "status": booking["status"], "bookingId": booking["_id"],
+                        "reason": "class_ended"}, "the class is over; it can no longer be cancelled")
+    result = await cancellation.cancel_booking(ctx, booking, reason=reason, waive_penalty=waive_penalty)
+    return {"status": result["status"], "late": result["late"], "penalty": result["penalty"],
+            "refund": result["refund"], "promotedBookingIds": result["promoted"]}
+
+
+@mutation(tenant="booking_id", roles=ATTENDANCE_ROLES)
+async def check_in(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any]:
+    """Mark the member present; also reverses a no-show mark within the edit window (P6)."""
+    booking = await ctx.db.get(booking_id)
+    if booking is None:
+        raise NotFound("$.args.bookingId: not found")
+    return await attendance.check_in(ctx, booking)
+
+
+@mutation(tenant="booking_id", roles=ATTENDANCE_ROLES)
+async def mark_no_show(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any]:
+    """Mark a booking as a no-show once the class has started; the penalty follows its policy (P3)."""
+    booking = await ctx.db.get(booking_id)
+    if booking is None:
+        raise NotFound("$.args.bookingId: not found")
+    return await attendance.mark_no_show(ctx, booking)
+
+
+@internal_mutation(cross_tenant=True)
+async def mark_no_shows_due(ctx: MutationCtx, limit: int = 500) -> dict[str, int]:
+    """The after-class job: no-shows for ended classes (P1, P9) and lapsed waitlist entries (W10).
+
+    Safe to run any number of times: it only looks at rows still ``confirmed``/``waitlisted``.
+    """
+    marked = lapsed = 0
+    for business in await collect(ctx.db.query("businesses")):
+        marked += len(await attendance.mark_due(ctx, business["_id"], limit))
+        lapsed += len(await attendance.lapse_waitlist(ctx, business["_id"], limit))
+    return {"marked": marked, "lapsed": lapsed}
+
+
+@internal_mutation(cross_tenant=True)
+async def cancel_instance_for_studio(ctx: MutationCtx, instance_id: InstanceId, reason: str) -> int:
+    """The studio cancels a class: bookings end with full refunds and no penalties (C7); returns how many."""
+    instance = await ctx.db.get(instance_id)
+    if instance is None:
+        raise NotFound("$.args.instanceId: not found")
+    ended = await cancellation.cancel_for_studio(ctx, instance, reason)
+    await ctx.db.patch(instance["_id"], {"status": "cancelled", "cancelReason": reason})
+    return ended
+
+
+class Roster(msgspec.Struct, rename="camel", kw_only=True):
+    instance_id: str
+    status: str
+    capacity: int
+    booked: int
+    waitlisted: int
+    attendees: list[BookingView]
+    waitlist: list[BookingView]
+
+
+@query(tenant="instance_id", roles=ATTENDANCE_ROLES)
+async def for_instance(ctx: QueryCtx, instance_id: InstanceId) -> Roster:
+    """The class roster: seated members, then the waitlist in order with positions (W1)."""
+    instance = await ctx.db.get(instance_id)
+    if instance is None:
+        raise NotFound("$.args.instanceId: not found")
+    seated: list[dict[str, Any]] = []
+    for status in ("confirmed", "checked_in", "no_show"):
+        seated += await collect(ctx.db.query("bookings").with_index(
+            "by_instance_status", lambda q, s=status: q.eq("instanceId", instance_id).eq("status", s)
+        ))
+    seated.sort(key=lambda r: (r["joinedAt"], r["_id"]))
+    names: dict[str, str | None] = {}
+
+    async def name(member_id: str) -> str | None:
+        if member_id not in names:
+            member = await ctx.db.get(member_id, include_deleted=True)
+            names[member_id] = None if member is None else member.get("name") or member.get("email")
+        return names[member_id]
+
+    attendees = [booking_view(r, member_name=await name(r["memberId"])) for r in seated]
+    queue = [
+        booking_view(r, position=i, member_name=await name(r["memberId"]))
+        for i, r in enumerate(await waiting(ctx.db, instance["businessId"], instance["_id"]), start=1)
+    ]
+    return Roster(instance_id=instance["_id"], status=instance["status"], capacity=instance["capacity"],
+                  booked=instance["booked"], waitlisted=instance["waitlisted"], attendees=attendees, waitlist=queue)
+
+
+@query(tenant="business_id")
+async def mine(
+    ctx: QueryCtx,
+    business_id: BusinessId,
+    from_: Instant | None = None,
+    to: Instant | None = None,
+    include_ended: bool = False,
+) -> list[BookingView]:
+    """The caller's bookings and waitlist entries by class start, waiting ones with their position.
+
+    ``from``/``to`` bound the class start (``[from, to)``); cancelled and withdrawn rows are left out
+    unless ``includeEnded``.
+    """
+    member = ctx.member
+    assert member is not None
+    low = None if from_ is None else from_.to_datetime()
+    high = None if to is None else to.to_datetime()
+
+    def bounds(q: Any) -> Any:
+        q = q.eq("memberId", member["_id"])
+        if low is not None:
+            q = q.gte("startsAt", low)
+        if high is not None:
+            q = q.lt("startsAt", high)
+        return q
+
+    rows = await collect(ctx.db.query("bookings").with_index("by_member_start", bounds))
+    views: list[BookingView] = []
+    for row in rows:
+        if row["status"] in ("cancelled", "cancelled_by_studio", "withdrawn") and not include_ended:
+            continue
+        instance = await ctx.db.get(row["instanceId"], include_deleted=True)
+        position = (await positions(ctx.db, row["businessId"], row["instanceId"])).get(row["_id"]) if row["status"] == "waitlisted" else None
+        views.append(booking_view(row, position=position, class_name=None if instance is None else instance["name"]))
+    return views

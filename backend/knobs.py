@@ -61,5 +61,9 @@ SCHEDULER_POLL_SECONDS = _env_float("BACKEND_SCHEDULER_POLL_SECONDS", 1.0, 0.01,
 SCHEDULER_MAX_CONCURRENT_JOBS = _env_int("BACKEND_SCHEDULER_MAX_CONCURRENT_JOBS", 8, 1, 1000)
 #: Seconds finished scheduled jobs are kept as history before they are deleted. Convex: 7 days.
 SCHEDULER_HISTORY_SECONDS = _env_float("BACKEND_SCHEDULER_HISTORY_SECONDS", 7 * 86400.0, 60.0, 86400.0 * 3650)
+#: Seconds a stored mutation result is kept for exactly-once replays after a reconnect.
+SESSION_REQUEST_RETENTION_SECONDS = _env_float(
+    "BACKEND_SESSION_REQUEST_RETENTION_SECONDS", 86400.0, 60.0, 86400.0 * 30
+)
 #: Seconds a commit-log row is kept; a node further behind than this rebuilds its subscriptions.
 COMMIT_LOG_RETENTION_SECONDS = _env_float("BACKEND_COMMIT_LOG_RETENTION_SECONDS", 3600.0, 10.0, 86400.0 * 30)

@@ -468,11 +468,26 @@ class Hub:
             await asyncio.sleep(0)
         return deleted
 
+    async def prune_session_requests(self) -> int:
+        """Forget stored mutation results older than the replay window (a client gone that long reconnects
+        with a new session anyway, so its replays can no longer arrive)."""
+        pool = self.backend.pool
+        if pool is None:
+            return 0
+        async with pool.acquire() as conn:
+            status = await conn.execute(
+                "DELETE FROM _session_requests WHERE ctid = ANY(ARRAY(SELECT ctid FROM _session_requests "
+                "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2))",
+                float(knobs.SESSION_REQUEST_RETENTION_SECONDS), PRUNE_BATCH * 10,
+            )
+        return int(status.split()[-1])
+
     async def _prune_loop(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_EVERY_SECONDS)
             try:
                 await self.prune_commit_log()
+                await self.prune_session_requests()
             except Exception:  # pragma: no cover - the next round tries again
                 log.exception("pruning the commit log failed")
 

@@ -31,6 +31,7 @@ SYSTEM_DDL = [
         log_lines bytea NOT NULL,
         created_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (session_id, request_id))""",
+    "CREATE INDEX IF NOT EXISTS _session_requests_created_at ON _session_requests (created_at)",
     "CREATE TABLE IF NOT EXISTS _clock (id int PRIMARY KEY, ts bigint NOT NULL)",
     "INSERT INTO _clock (id, ts) VALUES (1, 0) ON CONFLICT DO NOTHING",
     "CREATE TABLE IF NOT EXISTS _migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",

@@ -12,6 +12,7 @@ its name (``classes/templates:create``); a package's ``__init__`` answers for th
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -172,13 +173,22 @@ def _module_path(module_name: str, package: str) -> str:
     return module_name[len(package) + 1 :].replace(".", "/")
 
 
-def load_functions(package: str = "functions") -> Registry:
-    """Import every public module of ``package`` and register the functions defined in it."""
+def load_functions(package: str = "functions", *, include_testing: bool | None = None) -> Registry:
+    """Import every public module of ``package`` and register the functions defined in it.
+
+    Modules named ``testing_*`` hold fixtures for tests; they are loaded only when ``include_testing`` is
+    true (default: the ``BACKEND_TEST_FUNCTIONS=1`` environment variable), never in a production server.
+    """
+    if include_testing is None:
+        include_testing = os.environ.get("BACKEND_TEST_FUNCTIONS") == "1"
     registry = Registry()
     root = importlib.import_module(package)
     modules = [root.__name__]
     for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
-        if any(part.startswith("_") for part in info.name.split(".")[1:]):
+        parts = info.name.split(".")[1:]
+        if any(part.startswith("_") for part in parts):
+            continue
+        if not include_testing and any(part.startswith("testing_") for part in parts):
             continue
         modules.append(info.name)
     for name in modules:

@@ -45,6 +45,7 @@ class BackendConfig:
     clock: Clock = field(default_factory=SystemClock)
     run_scheduler: bool = True
     auth: AuthConfig | None = None
+    include_testing_functions: bool = False
 
 
 class Backend:
@@ -53,7 +54,9 @@ class Backend:
         self.database: Database | None = None
         self.pool: asyncpg.Pool | None = None
         self.schema: Schema = load_schema(config.schema_module)
-        self.registry: Registry = load_functions(config.functions_package)
+        self.registry: Registry = load_functions(
+            config.functions_package, include_testing=config.include_testing_functions or None
+        )
         self.verifier = TokenVerifier(config.auth or AuthConfig.from_env(config.data_dir))
         self._runner: Runner | None = None
         self.hub: Any = None

@@ -122,6 +122,7 @@ class TestBackend:
             run_scheduler=self.run_scheduler,
             auth=self.auth,
             migrations_dir=None,
+            include_testing_functions=True,
         )
         self.backend = Backend(config)
         await self.backend.start()

@@ -34,7 +34,7 @@ from backend.validators import camel
 from backend.values import encode_value
 from tests.support.fuzz_args import Pick, generate_args, id_slots
 
-PUBLIC = sorted(spec.path for spec in load_functions() if not spec.internal)
+PUBLIC = sorted(spec.path for spec in load_functions(include_testing=True) if not spec.internal)
 
 Snapshot = dict[tuple[str, str], str]
 

@@ -52,7 +52,8 @@ class Cluster:
 
 def _spawn(database: str, folder: Path) -> Node:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database, "BACKEND_JWT_SECRET": SECRET, "BACKEND_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "DATABASE_URL": database, "BACKEND_JWT_SECRET": SECRET, "BACKEND_LOG_LEVEL": "WARNING",
+           "BACKEND_TEST_FUNCTIONS": "1"}
     log = folder / f"node-{port}.log"
     with log.open("wb") as sink:  # a file, not a pipe: a chatty node must never block on a full pipe
         process = subprocess.Popen(

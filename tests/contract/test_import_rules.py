@@ -43,3 +43,12 @@ def test_public_face_is_sorted_and_complete() -> None:
     for needed in ("query", "mutation", "action", "internal_query", "internal_mutation", "internal_action",
                    "QueryCtx", "MutationCtx", "ActionCtx", "AppError", "Id"):
         assert needed in names
+
+
+def test_test_fixture_functions_never_load_in_production() -> None:
+    from backend.registry import load_functions
+
+    production = {spec.path for spec in load_functions(include_testing=False)}
+    with_fixtures = {spec.path for spec in load_functions(include_testing=True)}
+    assert not any(path.startswith("testing_") for path in production)
+    assert any(path.startswith("testing_") for path in with_fixtures)

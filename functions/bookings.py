@@ -202,13 +202,20 @@ async def mark_no_show(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any
 
 
 @internal_mutation(cross_tenant=True)
-async def mark_no_shows_due(ctx: MutationCtx, limit: int = 500) -> dict[str, int]:
+async def mark_no_shows_due(ctx: MutationCtx, limit: int = 500, business_id: BusinessId | None = None) -> dict[str, int]:
     """The after-class job: no-shows for ended classes (P1, P9) and lapsed waitlist entries (W10).
 
-    Safe to run any number of times: it only looks at rows still ``confirmed``/``waitlisted``.
+    Safe to run any number of times: it only looks at rows still ``confirmed``/``waitlisted``, at most
+    ``limit`` of each per business, so a backlog drains over successive runs. ``businessId`` limits the
+    run to one business.
     """
+    if business_id is not None:
+        business = await ctx.db.get(business_id)
+        businesses = [] if business is None else [business]
+    else:
+        businesses = await collect(ctx.db.query("businesses"))
     marked = lapsed = 0
-    for business in await collect(ctx.db.query("businesses")):
+    for business in businesses:
         marked += len(await attendance.mark_due(ctx, business["_id"], limit))
         lapsed += len(await attendance.lapse_waitlist(ctx, business["_id"], limit))
     return {"marked": marked, "lapsed": lapsed}
@@ -223,6 +230,10 @@ async def cancel_instance_for_studio(ctx: MutationCtx, instance_id: InstanceId, 
     ended = await cancellation.cancel_for_studio(ctx, instance, reason)
     await ctx.db.patch(instance["_id"], {"status": "cancelled", "cancelReason": reason})
     return ended
+
+
+def _instance_status(instance_id: str, status: str) -> Any:
+    return lambda q: q.eq("instanceId", instance_id).eq("status", status)
 
 
 class Roster(msgspec.Struct, rename="camel", kw_only=True):
@@ -244,7 +255,7 @@ async def for_instance(ctx: QueryCtx, instance_id: InstanceId) -> Roster:
     seated: list[dict[str, Any]] = []
     for status in ("confirmed", "checked_in", "no_show"):
         seated += await collect(ctx.db.query("bookings").with_index(
-            "by_instance_status", lambda q, s=status: q.eq("instanceId", instance_id).eq("status", s)
+            "by_instance_status", _instance_status(instance["_id"], status)
         ))
     seated.sort(key=lambda r: (r["joinedAt"], r["_id"]))
     names: dict[str, str | None] = {}

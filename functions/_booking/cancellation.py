@@ -42,17 +42,21 @@ async def cancel_booking(
         await notify(ctx, business_id, "waitlist_left", booking["memberId"], bookingId=booking["_id"],
                      instanceId=instance["_id"])
         return {"status": "cancelled", "late": False, "penalty": None, "refund": None, "promoted": []}
+    # The instance row is the one every concurrent seat change writes: write it first, so a transaction
+    # that is going to lose the race waits on its lock and fails before doing the rest of the work.
+    await bump(ctx, instance, booked=-1)
     settings, _ = await load_settings(ctx.db, business_id)
     policy = BookingPolicy.from_json(booking.get("policy"), settings.policy())
     late = classify_cancellation(ctx.now, booking["startsAt"], policy.late_cancel_minutes) == "late"
     penalty: dict[str, Any] | None = None
     refund: dict[str, Any] | None = None
-    if late and not waive_penalty:
+    # A class moved after booking carries ``policy.freeCancel`` (T7): leaving it never costs anything.
+    free_cancel = bool((booking.get("policy") or {}).get("freeCancel"))
+    if late and not waive_penalty and not free_cancel:
         penalty = penalty_for(booking, "late_cancel", policy)
     else:
         refund = await _refund(ctx, booking, "cancelled")
     await ctx.db.patch(booking["_id"], {**base, "status": "cancelled", "late": late, "penalty": penalty})
-    await bump(ctx, instance, booked=-1)
     await notify(ctx, business_id, "booking_cancelled", booking["memberId"], bookingId=booking["_id"],
                  instanceId=instance["_id"], late=late, penalty=penalty, refund=refund)
     if penalty is not None:
@@ -83,9 +87,11 @@ async def cancel_for_studio(ctx: Any, instance: dict[str, Any], reason: str) -> 
     Returns how many bookings and entries were ended.
     """
     ended = 0
+    business_id, instance_id = instance["businessId"], instance["_id"]
     for status in sorted(ACTIVE):
         rows = await collect(ctx.db.query("bookings").with_index(
-            "by_instance_status", lambda q, s=status: q.eq("businessId", instance["businessId"]).eq("instanceId", instance["_id"]).eq("status", s)
+            "by_instance_status",
+            lambda q, s=status: q.eq("businessId", business_id).eq("instanceId", instance_id).eq("status", s),
         ))
         for row in rows:
             refund = await _refund(ctx, row, "cancelled_by_studio") if row["status"] in SEATED else None

@@ -77,14 +77,13 @@ async def check_credits(
     plan = plan_consumption(lots, starts_at, credits)
     if plan is not None:
         return Entitlement(plan, None, credits, covering)
-    expiring = [
-        {"lotId": lot.id, "remaining": lot.remaining, "expiresAt": lot.expires_at}
-        for lot in lots
-        if not lot_covers_class(lot.expires_at, starts_at)
+    short = [lot for lot in lots if not lot_covers_class(lot.expires_at, starts_at)]
+    expiring: list[dict[str, Any]] = [
+        {"lotId": lot.id, "remaining": lot.remaining, "expiresAt": lot.expires_at} for lot in short
     ]
     # Credits exist but run out before the class: say so, rather than a bare "no entitlement" (F2, F9).
     reason: Literal["no_entitlement", "expires_before_class"] = (
-        "expires_before_class" if expiring and covering + sum(e["remaining"] for e in expiring) >= credits
+        "expires_before_class" if short and covering + sum(lot.remaining for lot in short) >= credits
         else "no_entitlement"
     )
     return Entitlement(None, reason, credits, covering, expiring)

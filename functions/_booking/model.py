@@ -39,8 +39,9 @@ SEATED: frozenset[str] = frozenset({"confirmed", "checked_in", "no_show"})
 
 async def collect(query: Any, hint: int = 256) -> list[dict[str, Any]]:
     """Every row of an index range; one round trip when there are at most ``hint`` (``collect`` opens a cursor)."""
-    if hint:
-        return await query.collect()  # type: ignore[no-any-return]
+    rows: list[dict[str, Any]] = await query.take(hint)
+    if len(rows) < hint:
+        return rows
     everything: list[dict[str, Any]] = await query.collect()
     return everything
 

@@ -117,6 +117,15 @@ async def test_staff_may_waive_a_late_penalty_customers_may_not(world: World, cl
     assert result["late"] is True and result["penalty"] is None and result["refund"]["credits"] == 1
 
 
+async def test_a_moved_class_may_be_left_free(world: World, clock: ManualClock) -> None:
+    instance = await world.instance(CLASS)
+    ids = await seat(world, instance, "ann")
+    await world.tb.sql("UPDATE bookings SET policy = policy || '{\"freeCancel\": true}' WHERE _id = $1", ids["ann"])
+    clock.set(CLASS - dt.timedelta(hours=1))
+    result = await world.cancel("ann", ids["ann"])
+    assert result["late"] is True and result["penalty"] is None and result["refund"]["credits"] == 1
+
+
 async def test_policy_is_snapshotted_at_booking_time(world: World, clock: ManualClock) -> None:
     instance = await world.instance(CLASS)
     ids = await seat(world, instance, "ann")  # booked under the default 12 h window

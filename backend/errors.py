@@ -25,6 +25,7 @@ __all__ = [
     "ReferenceViolation",
     "SchemaError",
     "Unauthenticated",
+    "Unavailable",
     "UniqueViolation",
 ]
 
@@ -124,6 +125,13 @@ class Overloaded(BackendError):
 
     code = "TooManyConcurrentRequests"
     status = 429
+
+
+class Unavailable(BackendError):
+    """The database cannot be reached or has no free connection; the request did nothing, retry later."""
+
+    code = "ServiceUnavailable"
+    status = 503
 
 
 class SchemaError(BackendError):

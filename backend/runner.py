@@ -199,7 +199,7 @@ class Runner:
                         outcome = await self._attempt(
                             spec, kwargs, identity, collector, session, request_id, before_commit
                         )
-            except _RETRYABLE:
+            except _RETRYABLE as error:
                 if attempt >= knobs.MUTATION_MAX_ATTEMPTS:
                     return Outcome(
                         error=Conflict(f"{spec.path}: gave up after {attempt} attempts (serialization conflicts)"),
@@ -207,7 +207,7 @@ class Runner:
                     )
                 self.retries += 1
                 if lane is None:
-                    lane = self._retry_lane(spec, kwargs)
+                    lane = self._retry_lane(spec, kwargs, getattr(error, "retry_lane", None))
                 await _backoff(attempt)
                 continue
             except _UniqueRace as race:
@@ -248,13 +248,14 @@ class Runner:
                         log_lines=msgspec.json.decode(stored["log_lines"]),
                     )
             failure: Outcome | None = None
+            resolved: str | None = None
             try:
                 async with conn.transaction(isolation="serializable"):
                     now = self.clock.now()
                     txn = Txn(conn, self.schema, now, read_only=False, function_path=spec.path,
                               actor=_subject(identity), request_id=request_id, cross_tenant=spec.cross_tenant)
                     tenant, member = await resolve_tenant(txn, spec, kwargs, identity)
-                    txn.tenant = tenant
+                    txn.tenant = resolved = tenant
                     scheduler = self.scheduler_factory(txn, identity) if self.scheduler_factory else None
                     ctx = MutationCtx(DatabaseWriter(txn), Auth(identity), collector, now, scheduler, tenant, member)
                     token = collector.activate()
@@ -290,16 +291,19 @@ class Runner:
                 return failure
             except asyncpg.UniqueViolationError as error:
                 raise _UniqueRace() from error
+            except _RETRYABLE as error:
+                error.retry_lane = resolved  # type: ignore[union-attr]
+                raise
             return Outcome(value=value, log_lines=lines, wrote=wrote)
 
-    def _retry_lane(self, spec: FunctionSpec, kwargs: dict[str, Any]) -> asyncio.Lock:
-        """Retries of one function on one contended document (its tenant argument) take turns on this node.
+    def _retry_lane(self, spec: FunctionSpec, kwargs: dict[str, Any], tenant: str | None) -> asyncio.Lock:
+        """Retries within one tenant (or, unscoped, of one function on one argument) take turns on this node.
 
         Under a burst on a hot row (fifty people booking the last seats of one class) every attempt but one
         fails each round; letting the retries run one at a time turns that into one round per request
         instead of up to one per competitor, while first attempts still run freely.
         """
-        key = (spec.path, str(kwargs.get(spec.tenant_arg)) if spec.tenant_arg else "")
+        key = ("", tenant) if tenant else (spec.path, str(kwargs.get(spec.tenant_arg)) if spec.tenant_arg else "")
         lane = self._lanes.get(key)
         if lane is None:
             lane = asyncio.Lock()

@@ -96,11 +96,20 @@ def encode_value(value: Any, path: str = "$") -> Any:
     if isinstance(value, enum.Enum):
         return encode_value(value.value, path)
     if isinstance(value, msgspec.Struct):
-        return encode_value(msgspec.to_builtins(value, builtin_types=(bytes, dt.datetime, dt.date)), path)
+        plain = msgspec.to_builtins(value, builtin_types=(bytes, dt.datetime, dt.date), enc_hook=_plain)
+        return encode_value(plain, path)
     raise ValueError_(path, f"{type(value).__name__} is not a Convex value")
 
 
 _UNSET = msgspec.UNSET
+
+
+def _plain(value: Any) -> Any:
+    """Subclasses of builtins (``Id``, ``TimeZone``…) inside Structs leave as their plain base value."""
+    for base in (str, int, float):
+        if isinstance(value, base):
+            return base(value)
+    raise NotImplementedError(f"{type(value).__name__} is not a Convex value")
 
 
 def _b64(text: object, path: str) -> bytes:

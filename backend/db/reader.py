@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from .. import knobs
 from ..errors import BackendError, Forbidden, InvalidArgs, SchemaError
 from ..schema import IndexSpec, TableSpec
 from ..validators import camel
@@ -278,16 +279,20 @@ class Query:
         exhausted = True
         if limit == 0:
             exhausted = False
-        elif not self._filters and limit is not None:
-            records = await txn.conn.fetch(sql + f" LIMIT {int(limit) + 1}", *params)
-            txn.count_scanned(min(len(records), limit))
-            for record in records[:limit]:
+        elif not self._filters:
+            # One round trip: without a filter every row fetched is a row returned. Fetching one past the
+            # scan budget is enough to know the budget was exceeded.
+            wanted = limit if limit is not None else max(knobs.MAX_ROWS_SCANNED - txn.rows_scanned, 0) + 1
+            records = await txn.conn.fetch(sql + f" LIMIT {int(wanted) + 1}", *params)
+            rows = records if limit is None else records[:limit]
+            txn.count_scanned(len(rows))
+            for record in rows:
                 doc = _row_to_doc(table, record)
                 last_key = tuple(doc.get(k) for k in index.keys)
                 if self._visible(doc):
                     results.append(doc)
                     txn.saw_in_scope(doc["_id"])
-            exhausted = len(records) <= limit
+            exhausted = limit is None or len(records) <= limit
         else:
             cursor = await txn.conn.cursor(sql, *params)
             while True:

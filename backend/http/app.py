@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .. import knobs
-from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated
+from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated, Unavailable
 from ._responses import error_response, json_response, outcome_response
 
 if TYPE_CHECKING:
     from ..server import Backend
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("backend.http")
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=False):
@@ -71,16 +76,30 @@ def _identity(request: Request[Any, Any, Any]) -> Any | None:
     return _backend(request).verify_token(token.strip())
 
 
+_DATABASE_DOWN = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+)
+
+
 async def _call(request: Request[Any, Any, Any], kind: str, path: str, args: Any) -> Response[bytes]:
     backend = _backend(request)
     identity = _identity(request)
     runner = backend.runner
-    if kind == "query":
-        outcome = await runner.query(path, args, identity)
-    elif kind == "mutation":
-        outcome = await runner.mutation(path, args, identity)
-    else:
-        outcome = await runner.action(path, args, identity)
+    try:
+        if kind == "query":
+            outcome = await runner.query(path, args, identity)
+        elif kind == "mutation":
+            outcome = await runner.mutation(path, args, identity)
+        else:
+            outcome = await runner.action(path, args, identity)
+    except _DATABASE_DOWN:
+        log.warning("database unavailable for %s", path, exc_info=True)
+        raise Unavailable("the database is unavailable; nothing was done, try again") from None
     return outcome_response(outcome)
 
 

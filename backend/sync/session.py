@@ -82,6 +82,7 @@ class SyncSession:
         self._last_sent = time.monotonic()
         self._pending_ids: set[int] = set()  # the query set as the client has defined it so far
         self._reader_task: asyncio.Task[None] | None = None
+        self._mutation_task: asyncio.Task[None] | None = None  # started by the first mutation: most never send one
         self._abandon = False  # closing because the client is too slow: drop queued frames, do not drain
         self._expiry: asyncio.TimerHandle | None = None  # fires when the current identity's token expires
 
@@ -125,7 +126,6 @@ class SyncSession:
     async def run(self) -> None:
         self.backend.sessions.add(self)
         writer = asyncio.create_task(self._writer(), name="sync-writer")
-        mutations = asyncio.create_task(self._mutation_worker(), name="sync-mutations")
         # The reader is a task of its own so the hub (overloaded) or the server (drop) can end the session
         # while the reader waits for a client that sends nothing.
         reader = self._reader_task = asyncio.create_task(self._reader(), name="sync-reader")
@@ -143,7 +143,8 @@ class SyncSession:
             self.state = SessionState.CLOSED
             if self.sub is not None:
                 self.backend.hub.disconnect(self.sub)
-            mutations.cancel()
+            if self._mutation_task is not None:
+                self._mutation_task.cancel()
             for task in list(self._tasks):
                 task.cancel()
             if self._abandon:
@@ -174,7 +175,9 @@ class SyncSession:
     async def _writer(self) -> None:
         while True:
             try:
-                frame = await asyncio.wait_for(self._outbox.get(), timeout=knobs.PING_INTERVAL_SECONDS)
+                # asyncio.timeout, not wait_for: no extra task per frame and none held by an idle session.
+                async with asyncio.timeout(knobs.PING_INTERVAL_SECONDS):
+                    frame = await self._outbox.get()
             except TimeoutError:
                 frame = b"-" + p.PING
             if frame is None:
@@ -220,6 +223,8 @@ class SyncSession:
                 self._begin_close(1013, "TooManyConcurrentRequests: too many requests in flight")
                 raise _Closed
             self._mutations.put_nowait((message, self.identity))
+            if self._mutation_task is None:
+                self._mutation_task = asyncio.create_task(self._mutation_worker(), name="sync-mutations")
         elif isinstance(message, p.Action):
             self._check_identity()
             if self._mutations.qsize() + self._inflight >= knobs.MAX_INFLIGHT_REQUESTS:

@@ -158,3 +158,13 @@ async def test_read_ranges_limit(txn: Txn, monkeypatch: pytest.MonkeyPatch) -> N
         await db.get(new_id(table_number("counters")))
     with pytest.raises(LimitExceeded, match="index ranges"):
         await db.query("counters").with_index("by_name").first()
+
+
+async def test_unfiltered_collect_is_bounded_by_the_scan_limit(txn: Txn, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = DatabaseWriter(txn)
+    p = prefix()
+    for i in range(5):
+        await db.insert("counters", {"name": p + str(i), "value": i})
+    monkeypatch.setattr(knobs, "MAX_ROWS_SCANNED", txn.rows_scanned + 4)
+    with pytest.raises(LimitExceeded, match="scanned more than"):
+        await db.query("counters").with_index("by_name", lambda q: q.gte("name", p).lt("name", p + "~")).collect()

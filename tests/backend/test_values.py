@@ -72,3 +72,14 @@ def test_keys_must_be_printable_ascii_without_dollar() -> None:
         encode_value({"ключ": 1})
     with pytest.raises(ValueError_):
         encode_value({"x" * 1025: 1})
+
+
+def test_structs_holding_typed_strings_encode_plainly() -> None:
+    from backend import Id
+
+    class Row(msgspec.Struct, rename="camel"):
+        venue_id: str
+        when: dt.datetime
+
+    row = Row(venue_id=Id["venues"]("v1"), when=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    assert encode_value(row) == {"venueId": "v1", "when": "2025-01-01T00:00:00Z"}

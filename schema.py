@@ -80,6 +80,7 @@ class ClassInstances(Document, tablename="class_instances", tenant="business_id"
     occurrence_key = Varchar(null=True)  # template_id|local_date|local_time: generation is idempotent
     price_override_cents = Integer(null=True)  # set on the instance alone: wins over every pricing rule
     credit_cost_override = Integer(null=True)
+    overbook_reason = Varchar(null=True)  # why staff set capacity below the seats already taken (C4)
     indexes = [
         Index("by_start", "starts_at"),
         Index("by_venue_start", "venue_id", "starts_at"),

@@ -276,12 +276,19 @@ class Runner:
                         await before_commit(txn)
                     lines = collector.finish()
                     wrote = bool(txn.writes)
-                    if wrote:
+                    if wrote and session is not None:  # both bookkeeping rows in one round trip
+                        await conn.execute(
+                            "WITH logged AS (INSERT INTO _commit_log (xid, summary) VALUES (pg_current_xact_id(), $1)) "
+                            "INSERT INTO _session_requests (session_id, request_id, result, log_lines) VALUES ($2, $3, $4, $5)",
+                            encode_keys(txn.written_keys()),
+                            session[0], session[1], msgspec.json.encode(value), msgspec.json.encode(lines),
+                        )
+                    elif wrote:
                         await conn.execute(
                             "INSERT INTO _commit_log (xid, summary) VALUES (pg_current_xact_id(), $1)",
                             encode_keys(txn.written_keys()),
                         )
-                    if session is not None:
+                    elif session is not None:
                         await conn.execute(
                             "INSERT INTO _session_requests (session_id, request_id, result, log_lines) VALUES ($1, $2, $3, $4)",
                             session[0], session[1], msgspec.json.encode(value), msgspec.json.encode(lines),

@@ -25,28 +25,17 @@ from backend import (
     query,
 )
 from functions._booking import attendance, cancellation
-from functions._booking.eligibility import evaluate
+from functions._booking.booking import BookResult, take_seat
 from functions._booking.model import (
     ATTENDANCE_ROLES,
     STAFF_ROLES,
     BookingView,
-    active_key,
     booking_view,
     collect,
     refuse,
 )
-from functions._booking.outbox import notify
-from functions._booking.seating import bump, pay, payment_fields, withdraw_clashing_entries
-from functions._booking.settings import load_settings
-from functions._booking.waitlist import auto_promotion_open, positions, promote, seat_entry, waiting
+from functions._booking.waitlist import positions, waiting
 from schema import BookingId, BusinessId, InstanceId, MemberId
-
-
-class BookResult(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
-    booking_id: str
-    status: Literal["confirmed", "waitlisted"]
-    position: int | None = None
-    reasons: list[str] | None = None
 
 
 async def _member_for(ctx: MutationCtx | QueryCtx, member_id: str | None) -> tuple[dict[str, Any], bool]:
@@ -91,68 +80,7 @@ async def book(
     instance_id = instance["_id"]  # a plain str from here on (ids travel into JSON audit rows)
     if instance["status"] != "scheduled":
         raise refuse(["class_cancelled"], "the class is cancelled", instanceId=instance_id)
-    settings, business = await load_settings(ctx.db, instance["businessId"])
-    promoted: list[str] = []
-    free = instance["capacity"] - instance["booked"]
-    if free > 0 and instance["waitlisted"] > 0 and auto_promotion_open(instance, settings, ctx.now):
-        # A seat released without a promotion (e.g. capacity raised elsewhere) goes to the queue first (W2).
-        promoted = await promote(ctx, instance)
-    key = active_key(member["_id"], instance_id)
-    existing = await ctx.db.query("bookings").with_index("by_active_key", lambda q: q.eq("activeKey", key)).first()
-    free = instance["capacity"] - instance["booked"]
-    if existing is not None:
-        if existing["_id"] in promoted:
-            return BookResult(booking_id=existing["_id"], status="confirmed")
-        if existing["status"] == "waitlisted" and free > 0:
-            return await _claim(ctx, instance, member, existing, settings, business)
-        raise refuse(["already_booked"], "already booked for this class", bookingId=existing["_id"],
-                     status=existing["status"])
-    decision = await evaluate(ctx, instance, member, settings, business, pay_with,
-                              enforce_window=override_reason is None)
-    limit = settings.waitlist_limit
-    if free <= 0 and limit is not None and instance["waitlisted"] >= limit:
-        decision.reasons.append("waitlist_full")
-        decision.details["waitlistLimit"] = limit
-    if not decision.ok:
-        raise refuse(decision.reasons, "the booking cannot be made: " + ", ".join(decision.reasons),
-                     **decision.details)
-    source = "staff" if on_behalf or override_reason is not None else "self"
-    row: dict[str, Any] = {
-        "instanceId": instance_id, "memberId": member["_id"], "source": source, "policy": settings.policy().to_json(),
-        "priority": 0, "joinedAt": ctx.now, "startsAt": instance["startsAt"], "endsAt": instance["endsAt"],
-        "activeKey": key, "late": False, "reason": override_reason,
-    }
-    if free > 0:
-        booking_id = await ctx.db.insert("bookings", {**row, **payment_fields(decision), "status": "confirmed"})
-        await pay(ctx, instance["businessId"], booking_id, member["_id"], decision, "booking")
-        await bump(ctx, instance, booked=1)
-        await notify(ctx, instance["businessId"], "booking_confirmed", member["_id"], bookingId=booking_id,
-                     instanceId=instance_id, startsAt=instance["startsAt"], payWith=decision.pay_with)
-        await withdraw_clashing_entries(ctx, instance["businessId"], {**row, "_id": booking_id})
-        return BookResult(booking_id=booking_id, status="confirmed")
-    booking_id = await ctx.db.insert("bookings", {
-        **row, "status": "waitlisted", "payWith": pay_with, "creditsSpent": 0, "amountCents": 0,
-        "quote": decision.quote,
-    })
-    await bump(ctx, instance, waitlisted=1)
-    position = (await positions(ctx.db, instance["businessId"], instance_id))[booking_id]
-    await notify(ctx, instance["businessId"], "waitlist_joined", member["_id"], bookingId=booking_id,
-                 instanceId=instance_id, position=position)
-    return BookResult(booking_id=booking_id, status="waitlisted", position=position, reasons=["class_full"])
-
-
-async def _claim(
-    ctx: MutationCtx, instance: dict[str, Any], member: dict[str, Any], entry: dict[str, Any], settings: Any,
-    business: dict[str, Any],
-) -> BookResult:
-    """A waiting member takes a free seat (open booking after the promotion cutoff, W3)."""
-    decision = await evaluate(ctx, instance, member, settings, business, entry.get("payWith"),
-                              enforce_window=False, stored_quote=entry.get("quote"))
-    if not decision.ok:
-        raise refuse(decision.reasons, "the seat cannot be claimed: " + ", ".join(decision.reasons),
-                     bookingId=entry["_id"], **decision.details)
-    await seat_entry(ctx, instance, entry, decision, settings, how="claim")
-    return BookResult(booking_id=entry["_id"], status="confirmed")
+    return await take_seat(ctx, instance, member, pay_with, override_reason, on_behalf=on_behalf)
 
 
 @mutation(tenant="booking_id")
@@ -161,8 +89,9 @@ async def cancel(
 ) -> dict[str, Any]:
     """Cancel a booking or leave the waitlist; always allowed before the class ends, even when late (P8).
 
-    Returns ``{status, late, penalty, refund, promotedBookingIds}``. The freed seat goes to the waitlist in
-    this same transaction (W2). Staff may cancel anyone's booking and may waive the penalty.
+    Returns ``{status, late, penalty, refund, promotedBookingIds, penaltyWaived}``. The freed seat goes to
+    the waitlist in this same transaction (W2); when a waiting member takes it, a late penalty is forgiven
+    (``penaltyWaived: "seat_refilled"``, P4). Staff may cancel anyone's booking and may waive the penalty.
     """
     caller = ctx.member
     assert caller is not None
@@ -180,7 +109,8 @@ async def cancel(
                         "reason": "class_ended"}, "the class is over; it can no longer be cancelled")
     result = await cancellation.cancel_booking(ctx, booking, reason=reason, waive_penalty=waive_penalty)
     return {"status": result["status"], "late": result["late"], "penalty": result["penalty"],
-            "refund": result["refund"], "promotedBookingIds": result["promoted"]}
+            "refund": result["refund"], "promotedBookingIds": result["promoted"],
+            "penaltyWaived": result["penaltyWaived"]}
 
 
 @mutation(tenant="booking_id", roles=ATTENDANCE_ROLES)

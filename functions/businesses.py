@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from backend import AppError, MutationCtx, QueryCtx, TimeZone, mutation, query
+from backend import AppError, MutationCtx, PaginationOpts, QueryCtx, TimeZone, mutation, query
 from functions._shared.errors import invalid
+from functions._shared.export import ExportPage, export_page
 from functions._shared.roles import STAFF
-from functions._shared.settings import Settings, effective, merge
+from functions._shared.settings import SNAKE_NAMES, Settings, effective, merge
 from functions.classes._generate import extend_business
 from schema import BusinessId
 
@@ -59,27 +60,30 @@ async def update_settings(
     gap_policy: Literal["skip", "shift"] | None = None,
     default_price_cents: int | None = None,
     default_credit_cost: int | None = None,
+    prevent_overlaps: bool | None = None,
+    late_cancel_fee_cents: int | None = None,
+    no_show_fee_cents: int | None = None,
+    refill_waives_late_cancel: bool | None = None,
+    strike_limit: int | None = None,
+    strike_window_days: int | None = None,
+    suspension_days: int | None = None,
+    promotion_grace_minutes: int | None = None,
+    check_in_opens_minutes_before: int | None = None,
+    attendance_edit_hours: int | None = None,
+    expired_credit_grace_days: int | None = None,
 ) -> dict[str, Any]:
     """Change some policies (each given field changes one); returns the effective settings.
 
-    A longer horizon is materialised at once, so classes inside the new booking window exist immediately.
-    The gap policy applies to instances generated from now on; existing instances are left as they are.
+    Bounds and defaults are in ``functions/_shared/settings.py``. ``strikeLimit`` 0 switches strikes off,
+    ``waitlistLimit`` 0 means no waitlist. Bookings already made keep the cancellation policy they were
+    made under (P2). A longer horizon is materialised at once, so classes inside the new booking window exist
+    immediately. The gap policy applies to instances generated from now on.
     """
+    args = locals()
+    changes = {key: args[snake] for snake, key in SNAKE_NAMES.items()}
     business = await ctx.db.get(business_id)
     assert business is not None  # the engine resolved the tenant from it
     before = Settings.of(business)
-    changes = {
-        "bookingOpensDaysBefore": booking_opens_days_before,
-        "bookingClosesMinutesBefore": booking_closes_minutes_before,
-        "lateCancelMinutes": late_cancel_minutes,
-        "autoPromoteCutoffMinutes": auto_promote_cutoff_minutes,
-        "waitlistLimit": waitlist_limit,
-        "noShowGraceMinutes": no_show_grace_minutes,
-        "horizonDays": horizon_days,
-        "gapPolicy": gap_policy,
-        "defaultPriceCents": default_price_cents,
-        "defaultCreditCost": default_credit_cost,
-    }
     updated = merge(business.get("settings"), changes)
     if updated != (business.get("settings") or {}):
         await ctx.db.patch(business_id, {"settings": updated})
@@ -87,3 +91,13 @@ async def update_settings(
     if Settings.of(business).horizon_days > before.horizon_days:
         await extend_business(ctx.db, business, ctx.now)
     return effective(updated)
+
+
+@query(tenant="business_id", roles=("owner",))
+async def export(ctx: QueryCtx, business_id: BusinessId, pagination_opts: PaginationOpts | None = None) -> ExportPage:
+    """The business's members, credit lots, bookings and credit ledger, one page at a time (M4; owners).
+
+    Call again with ``continueCursor`` until ``isDone``; each page says which ``part`` its rows are.
+    """
+    opts = pagination_opts or PaginationOpts(num_items=500)
+    return await export_page(ctx.db, opts.num_items, opts.cursor)

@@ -40,6 +40,13 @@ class Txn:
     audit_rows: list[tuple[Any, ...]] = field(default_factory=list)
     # Ids this transaction has seen inside its tenant scope; a write may reference them without a lookup.
     in_scope_ids: set[str] = field(default_factory=set)
+    #: The latest version of every document this mutation read or wrote (copies), so a patch after a read
+    #: needs no second round trip. Unused in read-only transactions.
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def remember(self, doc: dict[str, Any]) -> None:
+        if not self.read_only:
+            self.docs[doc["_id"]] = dict(doc)
 
     def saw_in_scope(self, document_id: str) -> None:
         if self.tenant is not None and not self.cross_tenant:

@@ -292,6 +292,7 @@ class Query:
                 if self._visible(doc):
                     results.append(doc)
                     txn.saw_in_scope(doc["_id"])
+                    txn.remember(doc)
             exhausted = limit is None or len(records) <= limit
         else:
             cursor = await txn.conn.cursor(sql, *params)
@@ -307,6 +308,7 @@ class Query:
                     if self._visible(doc):
                         results.append(doc)
                         txn.saw_in_scope(doc["_id"])
+                        txn.remember(doc)
                         if limit is not None and len(results) >= limit:
                             stop = True
                             break
@@ -390,4 +392,8 @@ class DatabaseReader:
         record = await txn.conn.fetchrow(sql, document_id)
         txn.count_scanned(1)
         txn.record_read(Interval(table.name, "by_id", (document_id,), None, True, None, True))
-        return None if record is None else _row_to_doc(table, record)
+        if record is None:
+            return None
+        doc = _row_to_doc(table, record)
+        txn.remember(doc)
+        return doc

@@ -95,7 +95,8 @@ class DatabaseWriter(DatabaseReader):
         table = self._txn.schema.table_of_id(document_id) if isinstance(document_id, str) else None
         if table is None:
             raise NotFound(f"{operation}: {str(document_id)[:40]!r} is not a document id")
-        doc = await self._fetch(table, document_id)
+        known = self._txn.docs.get(document_id)
+        doc = dict(known) if known is not None else await self._fetch(table, document_id)
         if doc is None or not self._in_scope(table, doc):
             raise NotFound(f"{operation}: no document with id {document_id!r}")
         return table, doc
@@ -155,6 +156,7 @@ class DatabaseWriter(DatabaseReader):
         await self._execute(sql, *full.values())
         self._txn.record_write(Write(table.name, str(full["_id"]), None, full))
         self._txn.saw_in_scope(str(full["_id"]))
+        self._txn.remember(full)
         return full
 
     # -- public API --------------------------------------------------------------------------------------
@@ -218,6 +220,7 @@ class DatabaseWriter(DatabaseReader):
             return
         await self._execute(f"DELETE FROM {_quote(table.name)} WHERE _id = $1", document_id)
         self._txn.record_write(Write(table.name, document_id, old, None))
+        self._txn.docs.pop(document_id, None)
         await self._audit(table, "delete", old, None)
 
     async def restore(self, document_id: str) -> None:
@@ -241,6 +244,7 @@ class DatabaseWriter(DatabaseReader):
                 f"UPDATE {_quote(table.name)} SET {sets} WHERE _id = $1", old["_id"], *(new[c.key] for c in changed)
             )
         self._txn.record_write(Write(table.name, old["_id"], old, new))
+        self._txn.remember(new)
         await self._audit(table, operation, old, new)
 
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from backend import AppError
 from functions._rules.policy import is_no_show
+from functions._shared.settings import BookingPolicy, Settings, load_settings
 
 from .model import plain
 from .outbox import notify
 from .penalties import penalty_for, record_strike
 from .seating import bump
-from .settings import BookingPolicy, BusinessSettings, load_settings
 
 __all__ = ["check_in", "lapse_waitlist", "mark_due", "mark_no_show"]
 
@@ -27,7 +27,7 @@ def _refuse(code: str, message: str, booking: dict[str, Any], **extra: Any) -> A
     return AppError(plain({"code": code, "bookingId": booking["_id"], "status": booking["status"], **extra}), message)
 
 
-def _edit_deadline(booking: dict[str, Any], settings: BusinessSettings) -> dt.datetime:
+def _edit_deadline(booking: dict[str, Any], settings: Settings) -> dt.datetime:
     ends: dt.datetime = booking["endsAt"]
     return ends + dt.timedelta(hours=settings.attendance_edit_hours)
 

@@ -2,7 +2,8 @@
 
 A member's cancellation is judged on absolute time against the policy snapshotted on the booking (P1, P2).
 Early: the credit goes back to the very lot it came from (F3). Late: the penalty of the entitlement type
-(P3). Either way the seat is released and the waitlist promoted in the same transaction (W2, W8).
+(P3), forgiven when a waiting member takes the seat (P4). Either way the seat is released and the waitlist
+promoted in the same transaction (W2, W8).
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from typing import Any
 
 from backend import AppError
 from functions._rules.policy import classify_cancellation
+from functions._shared.settings import BookingPolicy, load_settings
 
-from . import ledger
 from .model import ACTIVE, SEATED, collect
 from .outbox import notify
-from .penalties import penalty_for, record_strike
+from .penalties import in_force, penalty_for, record_strike, spare_refills, waived
+from .refunds import refund_booking
 from .seating import bump
-from .settings import BookingPolicy, load_settings
 from .waitlist import promote
 
 __all__ = ["cancel_booking", "cancel_for_studio"]
@@ -41,7 +42,8 @@ async def cancel_booking(
         await bump(ctx, instance, waitlisted=-1)
         await notify(ctx, business_id, "waitlist_left", booking["memberId"], bookingId=booking["_id"],
                      instanceId=instance["_id"])
-        return {"status": "cancelled", "late": False, "penalty": None, "refund": None, "promoted": []}
+        return {"status": "cancelled", "late": False, "penalty": None, "refund": None, "promoted": [],
+                "penaltyWaived": None}
     # The instance row is the one every concurrent seat change writes: write it first, so a transaction
     # that is going to lose the race waits on its lock and fails before doing the rest of the work.
     await bump(ctx, instance, booked=-1)
@@ -51,33 +53,30 @@ async def cancel_booking(
     penalty: dict[str, Any] | None = None
     refund: dict[str, Any] | None = None
     # A class moved after booking carries ``policy.freeCancel`` (T7): leaving it never costs anything.
-    free_cancel = bool((booking.get("policy") or {}).get("freeCancel"))
-    if late and not waive_penalty and not free_cancel:
+    if late and not waive_penalty and not policy.free_cancel:
         penalty = penalty_for(booking, "late_cancel", policy)
     else:
-        refund = await _refund(ctx, booking, "cancelled")
-    await ctx.db.patch(booking["_id"], {**base, "status": "cancelled", "late": late, "penalty": penalty})
-    await notify(ctx, business_id, "booking_cancelled", booking["memberId"], bookingId=booking["_id"],
-                 instanceId=instance["_id"], late=late, penalty=penalty, refund=refund)
-    if penalty is not None:
-        if penalty.get("feeCents"):
-            await notify(ctx, business_id, "fee_charged", booking["memberId"], bookingId=booking["_id"],
-                         feeCents=penalty["feeCents"], penaltyKind="late_cancel")
-        await record_strike(ctx, business_id, booking["memberId"], settings)
+        refund = await refund_booking(ctx, booking, "cancelled")
     promoted = await promote(ctx, instance)
-    return {"status": "cancelled", "late": late, "penalty": penalty, "refund": refund, "promoted": promoted}
-
-
-async def _refund(ctx: Any, booking: dict[str, Any], reason: str) -> dict[str, Any]:
-    """Credits back to their lots, or the drop-in payment queued for refund by its original method."""
-    if booking.get("payWith") == "credits":
-        result = await ledger.refund(ctx, booking["businessId"], booking, reason)
-        return result.to_json()
-    amount = booking.get("amountCents") or 0
-    if amount > 0:
-        await notify(ctx, booking["businessId"], "refund_payment", booking["memberId"], bookingId=booking["_id"],
-                     amountCents=amount, quote=booking.get("quote"))
-    return {"amountCents": amount}
+    forgiven: str | None = None
+    if penalty is not None and policy.refill_waives_late_cancel:
+        # The seat was refilled at once by a promotion not already spent on an older late cancel: the
+        # penalty is lifted before anything is charged (P4).
+        spare = await spare_refills(ctx, instance, promoted)
+        if spare:
+            refund = await refund_booking(ctx, booking, "late_cancel_waived")
+            penalty, forgiven = waived(penalty, spare[0], refund), "seat_refilled"
+    await ctx.db.patch(booking["_id"], {**base, "status": "cancelled", "late": late, "penalty": penalty})
+    charged = penalty if in_force(penalty) else None
+    await notify(ctx, business_id, "booking_cancelled", booking["memberId"], bookingId=booking["_id"],
+                 instanceId=instance["_id"], late=late, penalty=charged, refund=refund, penaltyWaived=forgiven)
+    if charged is not None:
+        if charged.get("feeCents"):
+            await notify(ctx, business_id, "fee_charged", booking["memberId"], bookingId=booking["_id"],
+                         feeCents=charged["feeCents"], penaltyKind="late_cancel")
+        await record_strike(ctx, business_id, booking["memberId"], settings)
+    return {"status": "cancelled", "late": late, "penalty": charged, "refund": refund, "promoted": promoted,
+            "penaltyWaived": forgiven}
 
 
 async def cancel_for_studio(ctx: Any, instance: dict[str, Any], reason: str) -> int:
@@ -94,7 +93,7 @@ async def cancel_for_studio(ctx: Any, instance: dict[str, Any], reason: str) -> 
             lambda q, s=status: q.eq("businessId", business_id).eq("instanceId", instance_id).eq("status", s),
         ))
         for row in rows:
-            refund = await _refund(ctx, row, "cancelled_by_studio") if row["status"] in SEATED else None
+            refund = await refund_booking(ctx, row, "cancelled_by_studio") if row["status"] in SEATED else None
             await ctx.db.patch(row["_id"], {
                 "status": "cancelled_by_studio", "activeKey": None, "cancelledAt": ctx.now, "reason": reason,
                 "late": False, "penalty": None,

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from functions._rules.policy import Offset, booking_window, window_status
+from functions._shared.settings import Settings
+from functions.pricing._quote import quote_for
 
 from .ledger import Entitlement, Lot, check_credits
 from .model import SEATED, collect
-from .pricing import quote
-from .settings import BusinessSettings
 
 __all__ = ["Decision", "check_window", "evaluate", "overlapping"]
 
@@ -38,12 +38,11 @@ class Decision:
         return not self.reasons
 
 
-def check_window(instance: dict[str, Any], settings: BusinessSettings, now: dt.datetime) -> dict[str, Any] | None:
+def check_window(instance: dict[str, Any], settings: Settings, now: dt.datetime) -> dict[str, Any] | None:
     """None inside ``[opensAt, closesAt)`` (B1, B4, B5); otherwise the bounds to report."""
-    opens = settings.booking_opens_days_before
     window = booking_window(
         instance["startsAt"], instance["endsAt"], instance["timezone"],
-        opens_before=None if opens is None else Offset(opens, "days"),
+        opens_before=Offset(settings.booking_opens_days_before, "days"),
         closes_before=Offset(settings.booking_closes_minutes_before, "minutes"),
     )
     status = window_status(now, window)
@@ -69,7 +68,7 @@ async def evaluate(
     ctx: Any,
     instance: dict[str, Any],
     member: dict[str, Any],
-    settings: BusinessSettings,
+    settings: Settings,
     business: dict[str, Any],
     pay_with: PayWith | None,
     *,
@@ -97,19 +96,19 @@ async def evaluate(
         if clashes:
             decision.reasons.append("overlaps_existing_booking")
             decision.details["overlapsBookingIds"] = [r["_id"] for r in clashes]
-    await _payment(ctx, decision, instance, member, business, pay_with, stored_quote)
+    await _payment(ctx, decision, instance, member, business, settings, pay_with, stored_quote)
     return decision
 
 
 async def _payment(
     ctx: Any, decision: Decision, instance: dict[str, Any], member: dict[str, Any], business: dict[str, Any],
-    pay_with: PayWith | None, stored_quote: dict[str, Any] | None,
+    settings: Settings, pay_with: PayWith | None, stored_quote: dict[str, Any] | None,
 ) -> None:
     """Credits when asked for or (by default) when they cover the class; a drop-in only when asked for.
 
     A waiting entry keeps the quote it was given when it joined: a later price change never reprices it (PR1).
     """
-    price = stored_quote if stored_quote else (await quote(ctx, instance, business)).to_json()
+    price = stored_quote if stored_quote else (await quote_for(ctx, instance, business, settings)).to_json()
     decision.quote = price
     if pay_with == "dropin":
         decision.pay_with = "dropin"

@@ -13,7 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from functions._rules.policy import lot_covers_class, plan_consumption
+from functions._rules.policy import lot_covers_class, lot_expires_at, plan_consumption
+from functions._rules.recurrence import resolve_zone
+from functions._shared.settings import load_settings
 
 from .model import collect
 
@@ -107,18 +109,30 @@ async def consume(
 
 @dataclass(frozen=True, slots=True)
 class Refund:
+    """What a refund gave back: ``expired_credits`` landed in lots that are no longer usable; with a grace
+    period configured they are ``restored_credits`` instead, in a new lot valid until ``restored_until``."""
+
     credits: int
     expired_credits: int
+    restored_credits: int = 0
+    restored_lot_id: str | None = None
+    restored_until: dt.datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"credits": self.credits, "expiredCredits": self.expired_credits}
+        data: dict[str, Any] = {"credits": self.credits, "expiredCredits": self.expired_credits}
+        if self.restored_credits:
+            data.update(restoredCredits=self.restored_credits, restoredLotId=self.restored_lot_id,
+                        restoredUntil=self.restored_until)
+        return data
 
 
 async def refund(ctx: Any, business_id: str, booking: dict[str, Any], reason: str) -> Refund:
     """Return a booking's net spend to the very lots it came from (F3); a second call finds nothing left.
 
-    A lot that has expired since still gets its credit back (the ledger stays whole) but the credit is not
-    usable; ``expired_credits`` says so, so the client can show it rather than a silent loss.
+    A lot that has expired since still gets its credit back (the ledger stays whole). With the business's
+    ``expiredCreditGraceDays`` set, such credits then move to a new lot valid for that many more days
+    (an ``expire`` row on the old lot, an ``adjust`` row on the new one); otherwise they stay unusable and
+    ``expired_credits`` says so, so the client can show it rather than a silent loss.
     """
     entries = await collect(ctx.db.query("credit_ledger").with_index(
         "by_booking", lambda q: q.eq("businessId", business_id).eq("bookingId", booking["_id"])
@@ -127,22 +141,45 @@ async def refund(ctx: Any, business_id: str, booking: dict[str, Any], reason: st
     for entry in entries:
         if entry.get("lotId") is not None and entry["kind"] in ("consume", "refund"):
             net[entry["lotId"]] += entry["amount"]
-    credits = expired = 0
+    credits = 0
+    expired: list[tuple[str, int, int]] = []  # (lot, remaining after the refund, credits refunded to it)
     for lot_id, amount in sorted(net.items()):
         if amount >= 0:
             continue
         lot = await ctx.db.get(lot_id, include_deleted=True)
         if lot is None:
             continue
-        await ctx.db.patch(lot_id, {"remaining": lot["remaining"] - amount})
-        await ctx.db.insert("credit_ledger", {
-            "businessId": business_id, "memberId": booking["memberId"], "lotId": lot_id,
-            "bookingId": booking["_id"], "kind": "refund", "amount": -amount, "reason": reason,
-        })
+        remaining = lot["remaining"] - amount
+        await ctx.db.patch(lot_id, {"remaining": remaining})
+        await _entry(ctx, booking, lot_id, "refund", -amount, reason)
         credits += -amount
         if lot["expiresAt"] <= ctx.now:
-            expired += -amount
-    return Refund(credits, expired)
+            expired.append((lot_id, remaining, -amount))
+    lost = sum(n for _, _, n in expired)
+    if not lost:
+        return Refund(credits, 0)
+    settings, business = await load_settings(ctx.db, business_id)
+    if not settings.expired_credit_grace_days:
+        return Refund(credits, lost)
+    for lot_id, remaining, n in expired:
+        await ctx.db.patch(lot_id, {"remaining": remaining - n})
+        await _entry(ctx, booking, lot_id, "expire", -n, "grace_restore")
+    last_day = ctx.now.astimezone(resolve_zone(business["timezone"])).date() + dt.timedelta(
+        days=settings.expired_credit_grace_days)
+    until = lot_expires_at(last_day, business["timezone"])
+    lot_id = await ctx.db.insert("credit_lots", {
+        "businessId": business_id, "memberId": booking["memberId"], "granted": lost, "remaining": lost,
+        "expiresOn": last_day.isoformat(), "expiresAt": until, "note": f"restored after refund of {booking['_id']}",
+    })
+    await _entry(ctx, booking, lot_id, "adjust", lost, "grace_restore")
+    return Refund(credits, 0, lost, lot_id, until)
+
+
+async def _entry(ctx: Any, booking: dict[str, Any], lot_id: str, kind: str, amount: int, reason: str) -> None:
+    await ctx.db.insert("credit_ledger", {
+        "businessId": booking["businessId"], "memberId": booking["memberId"], "lotId": lot_id,
+        "bookingId": booking["_id"], "kind": kind, "amount": amount, "reason": reason,
+    })
 
 
 async def grant(

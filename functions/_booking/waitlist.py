@@ -3,19 +3,26 @@
 ``promote`` runs inside the transaction that released the seat, so the release and its promotions commit
 together or not at all, and two releases racing for the same waiting entry serialise on the instance row:
 exactly one promotion per freed seat, in order.
+
+After the promotion cutoff the business's choice among W3's two modes is fixed to *open booking*: every
+waiting member gets a ``seat_available`` notice and the first to call ``bookings:book`` takes the seat
+(a claim, checked like any booking but outside the window). Offer-and-claim with expiring holds (W5) is not
+offered: it would need a hold row per offer with an expiry job and quiet hours.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from functions._rules.policy import can_auto_promote
+from functions._shared.settings import BookingPolicy, Settings, load_settings
 
 from .eligibility import check_window, evaluate
 from .model import collect, waitlist_order
 from .outbox import notify
+from .penalties import waive_for_refill
 from .seating import bump, pay, payment_fields, withdraw_clashing_entries
-from .settings import BusinessSettings, load_settings
 
 __all__ = ["auto_promotion_open", "positions", "promote", "seat_entry", "waiting"]
 
@@ -33,7 +40,7 @@ async def positions(db: Any, business_id: str, instance_id: str) -> dict[str, in
     return {row["_id"]: i for i, row in enumerate(await waiting(db, business_id, instance_id), start=1)}
 
 
-def auto_promotion_open(instance: dict[str, Any], settings: BusinessSettings, now: Any) -> bool:
+def auto_promotion_open(instance: dict[str, Any], settings: Settings, now: Any) -> bool:
     """Before the cutoff (late-cancel window + grace by default) promotion is automatic (W3, W4)."""
     return can_auto_promote(
         now, instance["startsAt"], settings.late_cancel_minutes, settings.auto_promote_cutoff_minutes,
@@ -83,23 +90,28 @@ async def promote(ctx: Any, instance: dict[str, Any]) -> list[str]:
 
 
 async def seat_entry(
-    ctx: Any, instance: dict[str, Any], entry: dict[str, Any], decision: Any, settings: BusinessSettings,
+    ctx: Any, instance: dict[str, Any], entry: dict[str, Any], decision: Any, settings: Settings,
     *, how: Literal["promotion", "claim"],
 ) -> None:
     """Turn a waiting entry into a confirmed booking (``source=waitlist``, W9), paid now, under the policy
-    in force now (P2): the promotion cutoff guarantees a free-cancel grace under exactly that policy (W4)."""
+    in force now (P2): the promotion cutoff guarantees a free-cancel grace under exactly that policy (W4).
+    An entry for a class that moved since it joined keeps its free cancel (T7). The seat it takes forgives
+    a late cancellation of the same class (P4)."""
     business_id = instance["businessId"]
     payment = payment_fields(decision)
+    policy = settings.policy()
+    if BookingPolicy.from_json(entry.get("policy"), policy).free_cancel:
+        policy = replace(policy, free_cancel=True)
     await pay(ctx, business_id, entry["_id"], entry["memberId"], decision, f"waitlist_{how}")
     await ctx.db.patch(entry["_id"], {
-        **payment, "status": "confirmed", "source": "waitlist", "skipReason": None,
-        "policy": settings.policy().to_json(),
+        **payment, "status": "confirmed", "source": "waitlist", "skipReason": None, "policy": policy.to_json(),
     })
     await bump(ctx, instance, booked=1, waitlisted=-1)
     await notify(ctx, business_id, "waitlist_promoted" if how == "promotion" else "waitlist_claimed", entry["memberId"], bookingId=entry["_id"],
                  instanceId=instance["_id"], startsAt=instance["startsAt"], payWith=payment["payWith"],
                  creditsSpent=payment["creditsSpent"], amountCents=payment["amountCents"])
     await withdraw_clashing_entries(ctx, business_id, {**entry, "status": "confirmed"})
+    await waive_for_refill(ctx, instance, entry, settings)
 
 
 async def _skip(ctx: Any, entry: dict[str, Any], reasons: list[str]) -> None:

@@ -14,8 +14,11 @@ __all__ = ["conflict", "invalid", "not_found"]
 
 
 def invalid(field: str, message: str, **data: Any) -> AppError:
-    """A value the caller sent breaks a domain rule (``field`` is the wire name, e.g. ``horizonDays``)."""
-    return AppError({"code": "invalid_argument", "field": field, **data}, f"{field}: {message}")
+    """A value the caller sent breaks a domain rule (``field`` is the wire name, e.g. ``horizonDays``).
+
+    The message names the argument the way the engine's own validation does (``$.args.horizonDays: ...``).
+    """
+    return AppError({"code": "invalid_argument", "field": field, **data}, f"$.args.{field}: {message}")
 
 
 def conflict(code: str, message: str, **data: Any) -> AppError:

@@ -30,7 +30,8 @@ _MAX_RANGE = timedelta(days=92)
 
 
 class EditResult(msgspec.Struct, rename="camel"):
-    """What a template edit did: the series now in force (a new one after a split) and the instance counts."""
+    """What a template edit did: the series now in force (a new one after a split), the instance counts,
+    and the waiting members promoted into seats the edit added."""
 
     template_id: str
     split: bool
@@ -38,6 +39,13 @@ class EditResult(msgspec.Struct, rename="camel"):
     created: int
     removed: int
     kept_booked: builtins.list[str]
+    promoted_booking_ids: builtins.list[str] = msgspec.field(default_factory=list)
+
+
+class InstanceEdit(msgspec.Struct, rename="camel"):
+    """What a one-off edit did beyond the class itself: the waiting members promoted into added seats."""
+
+    promoted_booking_ids: builtins.list[str]
 
 
 async def _business(ctx: QueryCtx | MutationCtx) -> Doc:
@@ -107,10 +115,15 @@ async def update_template(
     instructor_id: MemberId | None = None,
     price_cents: int | None = None,
     credit_cost: int | None = None,
+    allow_overbook: bool = False,
+    overbook_reason: str | None = None,
 ) -> EditResult:
     """Edit a series "from this date on" (default: all future classes). Editing from a date after the series
     start splits it: the old template ends the day before, a new one carries the change. Cancelled and
-    individually edited classes keep their state; booked classes keep their id and bookings."""
+    individually edited classes keep their state; booked classes keep their id and bookings, and when they
+    move their members may cancel free (T7). Capacity below a class's bookings needs ``allowOverbook`` with
+    an ``overbookReason`` (C4); added seats are filled from the waitlist at once (W2)."""
+    reason = m.check_overbook_args(allow_overbook, overbook_reason)
     template = await _get(ctx, template_id, "templateId")
     given = {"name": name, "venueId": venue_id, "startTime": start_time, "durationMinutes": duration_minutes,
              "rrule": rrule, "capacity": capacity, "instructorId": instructor_id, "priceCents": price_cents,
@@ -119,9 +132,9 @@ async def update_template(
     if not changes:  # nothing to apply: never split a series for nothing
         return EditResult(str(template_id), False, 0, 0, 0, [])
     first = parse_local_date(from_date) if from_date is not None else None
-    outcome: EditOutcome = await apply_edit(ctx.db, await _business(ctx), template, changes, first, ctx.now)
+    outcome: EditOutcome = await apply_edit(ctx, await _business(ctx), template, changes, first, reason)
     return EditResult(outcome.template_id, outcome.split, outcome.updated, outcome.created, outcome.removed,
-                      outcome.kept_booked)
+                      outcome.kept_booked, outcome.promoted)
 
 
 @mutation(tenant="template_id", roles=STAFF)
@@ -205,8 +218,8 @@ async def list_instances(
         )
     instances = await query_.collect()
     business = await _business(ctx)
-    settings, rules = Settings.of(business), await load_rules(ctx.db)
-    return [view(i, business["currency"], settings, rules) for i in instances]
+    settings, rules = Settings.of(business), await load_rules(ctx.db, business["_id"])
+    return [view(i, business["currency"], settings, rules, ctx.log.warn) for i in instances]
 
 
 @mutation(tenant="instance_id", roles=STAFF)
@@ -239,13 +252,22 @@ async def update_instance(
     price_cents: int | None = None,
     credit_cost: int | None = None,
     name: str | None = None,
-) -> None:
-    """Change one class only; it becomes an exception that later template edits leave alone (T8)."""
+    allow_overbook: bool = False,
+    overbook_reason: str | None = None,
+) -> InstanceEdit:
+    """Change one class only; it becomes an exception that later template edits leave alone (T8).
+
+    Capacity below the seats already taken is refused unless ``allowOverbook`` comes with an
+    ``overbookReason`` (C4); added seats go to the waitlist at once (W2); a new time lets every booked
+    member cancel free and notifies them (T7).
+    """
+    reason = m.check_overbook_args(allow_overbook, overbook_reason)
     given = {"localDate": local_date, "startTime": start_time, "durationMinutes": duration_minutes,
              "capacity": capacity, "instructorId": instructor_id, "priceCents": price_cents,
              "creditCost": credit_cost, "name": name}
     changes = {k: (str(v) if k in ("localDate", "startTime") else v) for k, v in given.items() if v is not None}
-    await edit_instance(ctx.db, await _get(ctx, instance_id, "instanceId"), changes, ctx.now)
+    promoted = await edit_instance(ctx, await _get(ctx, instance_id, "instanceId"), changes, reason)
+    return InstanceEdit(promoted)
 
 
 # -- closures ----------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ instance is matched to the edited series' occurrence on the same slot date:
 * frozen instances (cancelled, one-off exceptions, already started) keep every field; they only join the
   edited series so it never generates that date again (T8, T9);
 * other instances take the new fields in place, keeping their id and bookings (T7); members of a booked
-  class that moved are notified;
+  class that moved are notified and may cancel free; seats added are filled from the waitlist (W2), and
+  capacity below a class's bookings needs an explicit overbooking reason (C4);
 * an instance whose date left the series is soft-deleted if nobody booked it, else kept and reported.
 """
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
+from functions._booking.changes import class_moved, seats_added
 from functions._rules.recurrence import normalize_rrule, parse_local_date, parse_rrule, validate_rrule
-from functions._shared.errors import conflict, invalid
+from functions._shared.errors import invalid
 from functions._shared.settings import Settings
 
 from . import _model as m
@@ -49,6 +51,7 @@ class EditOutcome:
     created: int = 0
     removed: int = 0
     kept_booked: list[str] = field(default_factory=list)
+    promoted: list[str] = field(default_factory=list)
 
 
 def check_rrule(rrule: str, tz: str, start: date) -> str:
@@ -85,9 +88,10 @@ def _continue_count(template: Doc, sequence: int) -> str:
 
 
 async def apply_edit(
-    db: Any, business: Doc, template: Doc, changes: Doc, from_date: date | None, now: datetime
+    ctx: Any, business: Doc, template: Doc, changes: Doc, from_date: date | None, overbook_reason: str | None = None
 ) -> EditOutcome:
     """Edit the series from ``from_date`` (default: today, or the series start if later)."""
+    db, now = ctx.db, ctx.now
     settings = Settings.of(business)
     today = local_today(now, template["timezone"])
     start = parse_local_date(template["startDate"])
@@ -122,14 +126,16 @@ async def apply_edit(
             await db.patch(template["_id"], updates)
         target = merged
     outcome = EditOutcome(template_id=target["_id"], split=split)
-    await _reapply(db, template, target, settings, first_day, now, outcome)
+    await _reapply(ctx, template, target, settings, first_day, outcome, overbook_reason)
     return outcome
 
 
 async def _reapply(
-    db: Any, old: Doc, target: Doc, settings: Settings, first_day: date, now: datetime, outcome: EditOutcome
+    ctx: Any, old: Doc, target: Doc, settings: Settings, first_day: date, outcome: EditOutcome,
+    overbook_reason: str | None,
 ) -> None:
     """Match the old series' instances from ``first_day`` to the edited series and fill the gaps."""
+    db, now = ctx.db, ctx.now
     business_id, target_id = old["businessId"], target["_id"]
     existing = await template_slots(db, business_id, old["_id"], first_day, None)
     end = horizon_end(now, target["timezone"], settings.horizon_days)
@@ -137,7 +143,7 @@ async def _reapply(
     occurrences = {o.local_date: o for o in expand(target, first_day, last_slot, settings.gap_policy)}
     closed = await closed_dates(db, business_id, target["venueId"], first_day, last_slot)
     filled: set[date] = set()
-    too_small: list[str] = []
+    resized: list[Doc] = []
     for instance in existing:
         day = m.slot_date(instance)
         occurrence = occurrences.get(day)
@@ -151,25 +157,26 @@ async def _reapply(
             continue
         if occurrence is not None and day not in closed:
             fields = m.changed(instance, m.generated_fields(target, target_id, occurrence))
-            if instance["booked"] > target["capacity"]:
-                too_small.append(instance["_id"])
+            if "capacity" in fields:
+                resized.append(instance)
+                fields["overbookReason"] = overbook_reason if instance["booked"] > fields["capacity"] else None
+                fields = m.changed(instance, fields)
             if fields:
                 await db.patch(instance["_id"], fields)
                 outcome.updated += 1
+                updated = {**instance, **fields}
                 if any(k in fields for k in _TIME_FIELDS):
-                    await m.notify_changed(db, instance, sorted(fields), occurrence.starts_at)
-                    await m.sync_booking_times(db, instance, occurrence.starts_at, occurrence.ends_at)
+                    await class_moved(ctx, updated, sorted(k for k in fields if k != "overbookReason"),
+                                      occurrence.starts_at, occurrence.ends_at)
+                if "capacity" in fields:
+                    outcome.promoted += await seats_added(ctx, updated)
             filled.add(day)
         elif m.is_booked(instance):
             outcome.kept_booked.append(instance["_id"])
         else:
             await db.delete(instance["_id"])
             outcome.removed += 1
-    if too_small:
-        raise conflict(
-            "capacity_below_booked", "the new capacity is below the bookings some classes already hold",
-            instanceIds=too_small,
-        )
+    m.check_capacity(resized, target["capacity"], overbook_reason is not None, overbook_reason)
     first_new = max(first_day, local_today(now, target["timezone"]))
     for day, occurrence in sorted(occurrences.items()):
         if first_new <= day <= end and day not in filled and day not in closed:

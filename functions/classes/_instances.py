@@ -7,10 +7,11 @@ from typing import Any
 
 import msgspec
 
+from functions._booking.changes import class_moved, seats_added
 from functions._rules.recurrence import format_instant, local_to_utc, parse_local_date, parse_local_time
 from functions._shared.errors import conflict, invalid
 from functions._shared.settings import Settings
-from functions.pricing._model import quote
+from functions.pricing._quote import Warn, resolve
 
 from . import _model as m
 from ._generate import closed_dates
@@ -23,7 +24,8 @@ Doc = dict[str, Any]
 class InstanceView(msgspec.Struct, rename="camel"):
     """An instance as the live schedule shows it: UTC instants plus venue-local fields and zone (T13).
 
-    ``priceCents`` and ``creditCost`` are what booking it costs now (``priceSource`` says which level decided).
+    ``priceCents`` and ``creditCost`` are what booking it costs now, exactly what ``bookings:book`` charges
+    (``priceSource`` and ``creditSource`` say which level decided each).
     """
 
     id: str = msgspec.field(name="_id")
@@ -44,11 +46,12 @@ class InstanceView(msgspec.Struct, rename="camel"):
     price_cents: int = 0
     credit_cost: int = 1
     price_source: str = "default"
+    credit_source: str = "default"
     instructor_id: str | None = None
 
 
-def view(instance: Doc, currency: str, settings: Settings, rules: list[Doc]) -> InstanceView:
-    price = quote(instance, currency, settings, rules)
+def view(instance: Doc, currency: str, settings: Settings, rules: list[Doc], warn: Warn | None = None) -> InstanceView:
+    price = resolve(instance, currency, settings, rules, warn)
     return InstanceView(
         id=instance["_id"],
         template_id=instance.get("templateId"),
@@ -68,6 +71,7 @@ def view(instance: Doc, currency: str, settings: Settings, rules: list[Doc]) -> 
         price_cents=price.amount_cents,
         credit_cost=price.credit_cost,
         price_source=price.source,
+        credit_source=price.credit_source,
         instructor_id=instance.get("instructorId"),
     )
 
@@ -85,12 +89,16 @@ async def _require_open(db: Any, instance: Doc, local_date: str) -> None:
         raise conflict("date_closed", "the venue is closed that day", localDate=local_date)
 
 
-async def edit_instance(db: Any, instance: Doc, changes: Doc, now: datetime) -> None:
+async def edit_instance(ctx: Any, instance: Doc, changes: Doc, overbook_reason: str | None = None) -> list[str]:
     """Change one instance; it becomes an exception that template edits leave alone (T8).
 
     A new local date/time is placed in the instance's zone; a time inside a daylight-saving gap is
     rejected (an explicit edit is never shifted silently), an ambiguous one takes its first occurrence.
+    Capacity below the seats taken needs ``overbook_reason`` (C4); seats added are filled from the waitlist
+    at once (W2); a move gives every booked member a free cancel and a notice (T7). Returns the ids of the
+    bookings promoted.
     """
+    db, now = ctx.db, ctx.now
     _require_future(instance, now)
     fields: Doc = {}
     for key in ("name", "capacity", "instructorId"):
@@ -106,11 +114,10 @@ async def edit_instance(db: Any, instance: Doc, changes: Doc, now: datetime) -> 
     if "instructorId" in changes:
         await m.check_instructor(db, changes["instructorId"])
     if "capacity" in changes:
-        if changes["capacity"] < instance["booked"]:
-            raise conflict("capacity_below_booked", "more people are booked than the new capacity",
-                           booked=instance["booked"], instanceIds=[instance["_id"]])
         venue = await db.get(instance["venueId"])
         m.check_numbers({"capacity": changes["capacity"]}, venue)
+        fields["overbookReason"] = m.check_capacity(
+            [instance], changes["capacity"], overbook_reason is not None, overbook_reason)
     if {"localDate", "startTime", "durationMinutes"} & changes.keys():
         local_date: str = changes.get("localDate") or instance["localDate"]
         local_time: str = changes.get("startTime") or instance["localTime"]
@@ -127,13 +134,13 @@ async def edit_instance(db: Any, instance: Doc, changes: Doc, now: datetime) -> 
                       endsAt=starts_at + timedelta(minutes=minutes))
     fields = m.changed(instance, fields)
     if not fields:
-        return
+        return []
     await db.patch(instance["_id"], {**fields, "isException": True})
+    updated = {**instance, **fields, "isException": True}
     if "startsAt" in fields or "endsAt" in fields:
-        starts: datetime = fields.get("startsAt") or instance["startsAt"]
-        ends: datetime = fields.get("endsAt") or instance["endsAt"]
-        await m.notify_changed(db, instance, sorted(fields), starts)
-        await m.sync_booking_times(db, instance, starts, ends)
+        await class_moved(ctx, updated, sorted(k for k in fields if k != "overbookReason"),
+                          updated["startsAt"], updated["endsAt"])
+    return await seats_added(ctx, updated) if "capacity" in fields else []
 
 
 async def restore(db: Any, instance: Doc, now: datetime) -> None:

@@ -12,25 +12,24 @@ from datetime import date, datetime, time
 from typing import Any
 
 from functions._booking.cancellation import cancel_for_studio
-from functions._rules.recurrence import Occurrence, format_instant
-from functions._shared.errors import invalid, not_found
+from functions._rules.recurrence import Occurrence
+from functions._shared.errors import conflict, invalid, not_found
 
 __all__ = [
     "LIMITS",
-    "active_bookings",
     "cancel",
     "changed",
+    "check_capacity",
     "check_instructor",
     "check_numbers",
+    "check_overbook_args",
     "generated_fields",
     "is_booked",
     "key_range",
     "load_venue",
     "new_instance",
-    "notify_changed",
     "occurrence_key",
     "slot_date",
-    "sync_booking_times",
 ]
 
 Doc = dict[str, Any]
@@ -43,7 +42,6 @@ LIMITS: dict[str, tuple[int, int]] = {
     "creditCost": (1, 100),
 }
 _INSTRUCTOR_ROLES = ("owner", "admin", "instructor")
-_ACTIVE_BOOKINGS = ("confirmed", "waitlisted", "checked_in")  # still coming to (or waiting for) the class
 
 
 def occurrence_key(template_id: str, local_date: date, local_time: time) -> str:
@@ -79,6 +77,28 @@ def check_numbers(values: dict[str, int | None], venue: Doc | None = None) -> No
     capacity = values.get("capacity")
     if capacity is not None and venue is not None and venue.get("capacity") is not None and capacity > venue["capacity"]:
         raise invalid("capacity", f"is more than the venue holds ({venue['capacity']})", max=venue["capacity"])
+
+
+def check_capacity(instances: list[Doc], capacity: int, allow_overbook: bool, reason: str | None) -> str | None:
+    """Capacity below the seats already taken is refused (C4) unless staff acknowledge the overbooking
+    with a reason; returns the reason to record (None when nothing is overbooked)."""
+    over = [i["_id"] for i in instances if i["booked"] > capacity]
+    if not over:
+        return None
+    if not allow_overbook:
+        raise conflict("capacity_below_booked", "more people are booked than the new capacity: pass "
+                       "allowOverbook with an overbookReason to keep them all", instanceIds=over)
+    assert reason is not None  # checked with the arguments
+    return reason
+
+
+def check_overbook_args(allow_overbook: bool, reason: str | None) -> str | None:
+    """``allowOverbook`` needs a reason members and auditors can read, and a reason needs the flag."""
+    if allow_overbook and (reason is None or not reason.strip()):
+        raise invalid("overbookReason", "is required with allowOverbook")
+    if not allow_overbook and reason is not None:
+        raise invalid("allowOverbook", "must be true when an overbookReason is given")
+    return reason.strip() if reason is not None else None
 
 
 async def load_venue(db: Any, venue_id: str, field: str = "venueId") -> Doc:
@@ -145,30 +165,6 @@ def changed(instance: Doc, fields: Doc) -> Doc:
     return out
 
 
-async def active_bookings(db: Any, instance_id: str) -> list[Doc]:
-    rows: list[Doc] = await (
-        db.query("bookings").with_index("by_instance_status", lambda q: q.eq("instanceId", instance_id)).collect()
-    )
-    return [b for b in rows if b["status"] in _ACTIVE_BOOKINGS]
-
-
-async def notify_changed(db: Any, instance: Doc, changes: list[str], starts_at: datetime) -> None:
-    """Tell each booked or waiting member that their class moved; they may cancel free (T7). Queued in the
-    outbox, sent after commit (M7)."""
-    for booking in await active_bookings(db, instance["_id"]):
-        await db.insert(
-            "outbox",
-            {
-                "businessId": instance["businessId"],
-                "kind": "class_changed",
-                "recipientId": booking["memberId"],
-                "payload": {"instanceId": instance["_id"], "bookingId": booking["_id"], "changes": changes,
-                            "startsAt": format_instant(starts_at), "freeCancel": True},
-                "status": "pending",
-            },
-        )
-
-
 async def cancel(ctx: Any, instance: Doc, reason: str) -> bool:
     """Cancel a scheduled instance; False when it was already cancelled.
 
@@ -180,10 +176,3 @@ async def cancel(ctx: Any, instance: Doc, reason: str) -> bool:
     await cancel_for_studio(ctx, instance, reason)
     await ctx.db.patch(instance["_id"], {"status": "cancelled", "cancelReason": reason})
     return True
-
-
-async def sync_booking_times(db: Any, instance: Doc, starts_at: datetime, ends_at: datetime) -> None:
-    """Bookings copy their class's times (for overlap checks); keep them true when the class moves."""
-    for booking in await active_bookings(db, instance["_id"]):
-        if (booking["startsAt"], booking["endsAt"]) != (starts_at, ends_at):
-            await db.patch(booking["_id"], {"startsAt": starts_at, "endsAt": ends_at})

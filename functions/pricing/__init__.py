@@ -1,4 +1,7 @@
-"""Pricing: the business's time-slot rules and the quote for one class (PR1, PR2, PR5)."""
+"""Pricing: the business's time-slot rules and the quote for one class (PR1, PR2, PR5).
+
+The quote is the one resolution in ``_quote.py``: the schedule shows it, and booking charges it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,11 @@ from typing import Any
 from backend import MutationCtx, QueryCtx, mutation, query
 from functions._shared.errors import conflict, not_found
 from functions._shared.roles import STAFF
-from functions._shared.settings import Settings
+from functions._shared.settings import load_settings
 from schema import BusinessId, InstanceId, MemberId
 
-from ._model import QuoteView, SlotRuleIn, load_rules, validate
-from ._model import quote as _quote
+from ._model import SlotRuleIn, load_rules, validate
+from ._quote import Quote, quote_for
 
 
 @mutation(tenant="business_id", roles=STAFF)
@@ -24,7 +27,7 @@ async def set_rules(ctx: MutationCtx, business_id: BusinessId, rules: list[SlotR
     for venue_id in {r.venue_id for r in rules if r.venue_id is not None}:
         if await ctx.db.get(venue_id) is None:
             raise not_found("rules.venueId")
-    for old in await load_rules(ctx.db):
+    for old in await load_rules(ctx.db, str(business_id)):
         await ctx.db.delete(old["_id"])
     return [await ctx.db.insert("pricing_rules", {"rule": rule, "position": i}) for i, rule in enumerate(stored)]
 
@@ -32,12 +35,13 @@ async def set_rules(ctx: MutationCtx, business_id: BusinessId, rules: list[SlotR
 @query(tenant="business_id")
 async def list_rules(ctx: QueryCtx, business_id: BusinessId) -> list[dict[str, Any]]:
     """The live rules in order, each ``{_id, rule}``."""
-    return [{"_id": row["_id"], **row["rule"]} for row in await load_rules(ctx.db)]
+    return [{"_id": row["_id"], **row["rule"]} for row in await load_rules(ctx.db, str(business_id))]
 
 
 @query(tenant="instance_id")
-async def quote(ctx: QueryCtx, instance_id: InstanceId, member_id: MemberId | None = None) -> QuoteView:
-    """What a class costs and which level decided: instance > time slot > template > business default.
+async def quote(ctx: QueryCtx, instance_id: InstanceId, member_id: MemberId | None = None) -> Quote:
+    """What booking the class costs now and which level decided each part: instance > time slot >
+    template > business default, for the amount and the credit cost alike.
 
     ``memberId`` must be a member of the business; member-specific surcharges (PR3) apply once
     entitlements exist.
@@ -48,6 +52,5 @@ async def quote(ctx: QueryCtx, instance_id: InstanceId, member_id: MemberId | No
         raise not_found("memberId")
     if instance["status"] == "cancelled":
         raise conflict("instance_cancelled", "the class is cancelled", instanceId=instance_id)
-    business = await ctx.db.get(instance["businessId"])
-    assert business is not None
-    return _quote(instance, business["currency"], Settings.of(business), await load_rules(ctx.db))
+    settings, business = await load_settings(ctx.db, instance["businessId"])
+    return await quote_for(ctx, instance, business, settings)

@@ -1,58 +1,43 @@
-"""Time-slot pricing rules as rows, and the price of one instance (PR1, PR2, PR5).
+"""Time-slot pricing rules as rows: their wire shape, validation as a set (PR1, PR2) and loading.
 
-Resolution order: instance override > time-slot rule (venue-local weekday and start time) > the template's
-price (the domain's "class type") > the business default. The three lower levels are resolved by
-``policy.evaluate_price``; an instance override then replaces the amount and/or the credit cost it sets.
+How a class's price is resolved from these rules and the other levels is ``_quote.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import time
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from backend import LocalTime
-from functions._rules.policy import Price, TimeSlotRule, evaluate_price, validate_slot_rules
+from functions._rules.policy import Price, TimeSlotRule, validate_slot_rules
 from functions._shared.errors import invalid
-from functions._shared.settings import Settings
 from schema import VenueId
 
-__all__ = ["MAX_RULES", "QuoteView", "SlotRuleIn", "load_rules", "quote", "to_slot_rule", "validate"]
+__all__ = ["MAX_RULES", "WEEKDAYS", "SlotRuleIn", "load_rules", "to_slot_rule", "validate"]
 
 Doc = dict[str, Any]
-Source = Literal["instance", "time_slot", "template", "default"]
 MAX_RULES = 200
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
-_SOURCES: dict[str, Source] = {
-    "instance_override": "instance",
-    "time_slot": "time_slot",
-    "class_type": "template",
-    "default": "default",
-}
 
 
 class SlotRuleIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
-    """One time-slot rule: local weekdays (``MO``..``SU``) and ``[start, end)`` (end ``00:00`` = midnight)."""
+    """One time-slot rule: local weekdays (``MO``..``SU``) and ``[start, end)`` (end ``00:00`` = midnight).
+
+    ``creditCost`` is optional: a rule that only sets a price leaves the credit cost to the next level.
+    """
 
     weekdays: list[str]
     start: LocalTime
     end: LocalTime
     price_cents: int
-    credit_cost: int = 1
+    credit_cost: int | None = None
     priority: int = 0
     venue_id: VenueId | None = None
     name: str | None = None
     tags: list[str] = []
-
-
-class QuoteView(msgspec.Struct, rename="camel"):
-    amount_cents: int
-    currency: str
-    credit_cost: int
-    source: Source
-    rule_id: str | None = None
 
 
 def _stored(rule: SlotRuleIn) -> Doc:
@@ -70,7 +55,9 @@ def _stored(rule: SlotRuleIn) -> Doc:
 
 
 def to_slot_rule(rule_id: str, stored: Doc) -> TimeSlotRule:
-    price = Price(stored["priceCents"], stored["priceCents"], stored.get("creditCost", 1), rule_id)
+    """The pure rule for matching; its ``price.credits`` is a placeholder (the stored credit cost may be unset)."""
+    cents = int(stored["priceCents"])
+    price = Price(cents, cents, 1, rule_id)
     return TimeSlotRule(
         id=rule_id,
         weekdays=frozenset(WEEKDAYS.index(d) for d in stored["weekdays"]),
@@ -95,7 +82,7 @@ def validate(rules: Sequence[SlotRuleIn]) -> list[Doc]:
             raise invalid(f"{field}.weekdays", "must be distinct days among MO TU WE TH FR SA SU", allowed=list(WEEKDAYS))
         if not 0 <= rule.price_cents <= 100_000_000:
             raise invalid(f"{field}.priceCents", "must be between 0 and 100000000")
-        if not 1 <= rule.credit_cost <= 100:
+        if rule.credit_cost is not None and not 1 <= rule.credit_cost <= 100:
             raise invalid(f"{field}.creditCost", "must be between 1 and 100")
         doc = _stored(rule)
         try:
@@ -113,42 +100,9 @@ def validate(rules: Sequence[SlotRuleIn]) -> list[Doc]:
     return stored
 
 
-async def load_rules(db: Any) -> list[Doc]:
-    """The business's live rules in their configured order."""
-    rows: list[Doc] = await db.query("pricing_rules").with_index("by_position").collect()
+async def load_rules(db: Any, business_id: str) -> list[Doc]:
+    """The business's live rules in their configured order (the business named, so jobs can call it too)."""
+    rows: list[Doc] = await db.query("pricing_rules").with_index(
+        "by_position", lambda q: q.eq("businessId", business_id)
+    ).collect()
     return rows
-
-
-def quote(instance: Doc, currency: str, settings: Settings, rules: Sequence[Doc]) -> QuoteView:
-    """The price of one instance for a member, with the level (and rule) that decided it."""
-    slot_rules = [to_slot_rule(r["_id"], r["rule"]) for r in rules if r["rule"].get("venueId") in (None, instance["venueId"])]
-    template_price = None
-    if instance.get("priceCents") is not None:
-        template_price = Price(instance["priceCents"], instance["priceCents"], instance["creditCost"], instance.get("templateId"))
-    default = Price(settings.default_price_cents, settings.default_price_cents, settings.default_credit_cost)
-    resolved = evaluate_price(
-        starts_at=instance["startsAt"],
-        tz=instance["timezone"],
-        currency=currency,
-        default=default,
-        member=True,
-        slot_rules=slot_rules,
-        class_type_price=template_price,
-    )
-    view = QuoteView(
-        amount_cents=resolved.amount_cents,
-        currency=currency,
-        credit_cost=resolved.credits,
-        source=_SOURCES[resolved.source],
-        rule_id=resolved.rule_id,
-    )
-    amount, credits = instance.get("priceOverrideCents"), instance.get("creditCostOverride")
-    if amount is not None or credits is not None:
-        view = QuoteView(
-            amount_cents=view.amount_cents if amount is None else amount,
-            currency=currency,
-            credit_cost=view.credit_cost if credits is None else credits,
-            source="instance",
-            rule_id=instance["_id"],
-        )
-    return view

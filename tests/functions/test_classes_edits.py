@@ -255,5 +255,6 @@ async def test_an_edit_without_changes_does_nothing(studio: Studio) -> None:
     template = await weekly(studio)
     before = await studio.rows()
     result = await edit(studio, template, fromDate="2025-04-14")
-    assert result == {"templateId": template, "split": False, "updated": 0, "created": 0, "removed": 0, "keptBooked": []}
+    assert result == {"templateId": template, "split": False, "updated": 0, "created": 0, "removed": 0, "keptBooked": [],
+                      "promotedBookingIds": []}
     assert await studio.rows() == before

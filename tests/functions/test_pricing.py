@@ -51,17 +51,46 @@ async def rules(studio: Studio, *items: dict[str, Any]) -> list[str]:
 async def test_levels_in_order(studio: Studio) -> None:
     plain = await one_class(studio, "2026-01-05", "18:30")
     assert await quote(studio, plain) == {
-        "amountCents": 1500, "currency": "GBP", "creditCost": 1, "source": "default", "ruleId": None}
+        "amountCents": 1500, "currency": "GBP", "creditCost": 1, "source": "default", "ruleId": None,
+        "creditSource": "default"}
     priced = await one_class(studio, "2026-01-05", "18:30", priceCents=2000, creditCost=2)
     template = (await studio.row("class_instances", priced))["template_id"]
     assert await quote(studio, priced) == {
-        "amountCents": 2000, "currency": "GBP", "creditCost": 2, "source": "template", "ruleId": template}
-    [peak] = await rules(studio, PEAK)
+        "amountCents": 2000, "currency": "GBP", "creditCost": 2, "source": "template", "ruleId": template,
+        "creditSource": "template"}
+    [peak] = await rules(studio, PEAK)  # sets a price only: the credit cost still comes from the template
     assert await quote(studio, priced) == {
-        "amountCents": 2500, "currency": "GBP", "creditCost": 1, "source": "time_slot", "ruleId": peak}
+        "amountCents": 2500, "currency": "GBP", "creditCost": 2, "source": "time_slot", "ruleId": peak,
+        "creditSource": "template"}
+    [peak] = await rules(studio, {**PEAK, "creditCost": 3})
+    assert await quote(studio, priced) == {
+        "amountCents": 2500, "currency": "GBP", "creditCost": 3, "source": "time_slot", "ruleId": peak,
+        "creditSource": "time_slot"}
     await studio.mutation("classes:update_instance", {"instanceId": priced, "priceCents": 999})
     assert await quote(studio, priced) == {
-        "amountCents": 999, "currency": "GBP", "creditCost": 1, "source": "instance", "ruleId": priced}
+        "amountCents": 999, "currency": "GBP", "creditCost": 3, "source": "instance", "ruleId": priced,
+        "creditSource": "time_slot"}
+    await studio.mutation("classes:update_instance", {"instanceId": priced, "creditCost": 4})
+    assert await quote(studio, priced) == {
+        "amountCents": 999, "currency": "GBP", "creditCost": 4, "source": "instance", "ruleId": priced,
+        "creditSource": "instance"}
+
+
+async def test_default_credit_cost_applies_to_unpriced_classes(studio: Studio) -> None:
+    await studio.settings(defaultCreditCost=2)
+    plain = await one_class(studio, "2026-01-06", "09:00")
+    assert (await quote(studio, plain))["creditCost"] == 2  # the default is read when quoting, not copied (B7)
+    await studio.settings(defaultCreditCost=3)
+    assert ((await quote(studio, plain))["creditCost"], (await quote(studio, plain))["creditSource"]) == (3, "default")
+    priced = await one_class(studio, "2026-01-06", "10:00", priceCents=1200)
+    assert ((await quote(studio, priced))["creditCost"], (await quote(studio, priced))["creditSource"]) == (1, "template")
+
+
+async def test_a_malformed_stored_rule_is_skipped_not_fatal(studio: Studio, ptb: TestBackend) -> None:
+    instance = await one_class(studio, "2026-01-05", "18:30")
+    [peak] = await rules(studio, PEAK)
+    await ptb.sql("UPDATE pricing_rules SET rule = rule - 'weekdays' WHERE _id = $1", peak)
+    assert (await quote(studio, instance))["source"] == "default"
 
 
 async def test_pr2_peak_matches_local_monday_evening_in_winter_and_summer(studio: Studio) -> None:

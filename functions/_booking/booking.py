@@ -1,0 +1,100 @@
+"""Taking a seat: a new booking, a place on the waitlist, or a waiting member claiming a free seat.
+
+The caller (``bookings:book``) has already decided who acts for whom; everything about the seat itself is
+here: the queue first when a seat is free (W2), one active booking per member and class (C2), every reason
+at once when the booking is refused (F9), and the waitlist limit (W11), all against the instance row's
+counters in one SERIALIZABLE transaction (C1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from functions._shared.settings import Settings, load_settings
+
+from .eligibility import evaluate
+from .model import active_key, refuse
+from .outbox import notify
+from .seating import bump, pay, payment_fields, withdraw_clashing_entries
+from .waitlist import auto_promotion_open, positions, promote, seat_entry
+
+__all__ = ["BookResult", "take_seat"]
+
+
+class BookResult(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    booking_id: str
+    status: Literal["confirmed", "waitlisted"]
+    position: int | None = None
+    reasons: list[str] | None = None
+
+
+async def take_seat(
+    ctx: Any, instance: dict[str, Any], member: dict[str, Any], pay_with: Literal["credits", "dropin"] | None,
+    override_reason: str | None, *, on_behalf: bool,
+) -> BookResult:
+    """Book ``member`` into the scheduled ``instance``: confirmed while seats are free, else waitlisted."""
+    instance_id = instance["_id"]
+    settings, business = await load_settings(ctx.db, instance["businessId"])
+    promoted: list[str] = []
+    free = instance["capacity"] - instance["booked"]
+    if free > 0 and instance["waitlisted"] > 0 and auto_promotion_open(instance, settings, ctx.now):
+        # A seat released without a promotion (e.g. capacity raised elsewhere) goes to the queue first (W2).
+        promoted = await promote(ctx, instance)
+    key = active_key(member["_id"], instance_id)
+    existing = await ctx.db.query("bookings").with_index("by_active_key", lambda q: q.eq("activeKey", key)).first()
+    free = instance["capacity"] - instance["booked"]
+    if existing is not None:
+        if existing["_id"] in promoted:
+            return BookResult(booking_id=existing["_id"], status="confirmed")
+        if existing["status"] == "waitlisted" and free > 0:
+            return await _claim(ctx, instance, member, existing, settings, business)
+        raise refuse(["already_booked"], "already booked for this class", bookingId=existing["_id"],
+                     status=existing["status"])
+    decision = await evaluate(ctx, instance, member, settings, business, pay_with,
+                              enforce_window=override_reason is None)
+    limit = settings.waitlist_limit
+    if free <= 0 and instance["waitlisted"] >= limit:
+        decision.reasons.append("waitlist_full")
+        decision.details["waitlistLimit"] = limit
+    if not decision.ok:
+        raise refuse(decision.reasons, "the booking cannot be made: " + ", ".join(decision.reasons),
+                     **decision.details)
+    source = "staff" if on_behalf or override_reason is not None else "self"
+    row: dict[str, Any] = {
+        "instanceId": instance_id, "memberId": member["_id"], "source": source, "policy": settings.policy().to_json(),
+        "priority": 0, "joinedAt": ctx.now, "startsAt": instance["startsAt"], "endsAt": instance["endsAt"],
+        "activeKey": key, "late": False, "reason": override_reason,
+    }
+    if free > 0:
+        booking_id = await ctx.db.insert("bookings", {**row, **payment_fields(decision), "status": "confirmed"})
+        await pay(ctx, instance["businessId"], booking_id, member["_id"], decision, "booking")
+        await bump(ctx, instance, booked=1)
+        await notify(ctx, instance["businessId"], "booking_confirmed", member["_id"], bookingId=booking_id,
+                     instanceId=instance_id, startsAt=instance["startsAt"], payWith=decision.pay_with)
+        await withdraw_clashing_entries(ctx, instance["businessId"], {**row, "_id": booking_id})
+        return BookResult(booking_id=booking_id, status="confirmed")
+    booking_id = await ctx.db.insert("bookings", {
+        **row, "status": "waitlisted", "payWith": pay_with, "creditsSpent": 0, "amountCents": 0,
+        "quote": decision.quote,
+    })
+    await bump(ctx, instance, waitlisted=1)
+    position = (await positions(ctx.db, instance["businessId"], instance_id))[booking_id]
+    await notify(ctx, instance["businessId"], "waitlist_joined", member["_id"], bookingId=booking_id,
+                 instanceId=instance_id, position=position)
+    return BookResult(booking_id=booking_id, status="waitlisted", position=position, reasons=["class_full"])
+
+
+async def _claim(
+    ctx: Any, instance: dict[str, Any], member: dict[str, Any], entry: dict[str, Any], settings: Settings,
+    business: dict[str, Any],
+) -> BookResult:
+    """A waiting member takes a free seat (open booking after the promotion cutoff, W3)."""
+    decision = await evaluate(ctx, instance, member, settings, business, entry.get("payWith"),
+                              enforce_window=False, stored_quote=entry.get("quote"))
+    if not decision.ok:
+        raise refuse(decision.reasons, "the seat cannot be claimed: " + ", ".join(decision.reasons),
+                     bookingId=entry["_id"], **decision.details)
+    await seat_entry(ctx, instance, entry, decision, settings, how="claim")
+    return BookResult(booking_id=entry["_id"], status="confirmed")

@@ -145,6 +145,7 @@ class Hub:
         self._carry_dirty: set[QueryInstance] = set()
         self._carry_touched: set[Subscriber] = set()
         self._applied = False
+        self._careful = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -247,8 +248,12 @@ class Hub:
             self._wake.clear()
             try:
                 await self._iteration()
+                self._careful = False
             except asyncio.CancelledError:
                 raise
+            except _SnapshotAborted:
+                self._careful = True  # redo the pass at once, one savepoint per query
+                self._wake.set()
             except Exception:
                 log.exception("hub iteration failed; retrying")
                 await asyncio.sleep(0.05)
@@ -299,21 +304,24 @@ class Hub:
     ) -> None:
         self._applied = False
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await conn.fetchval("SELECT pg_current_snapshot()::text")
-            rows = await conn.fetch(
-                "SELECT summary FROM _commit_log WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) "
-                "AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)",
+            # One round trip: the snapshot, and exactly the commits it holds that the previous one did not.
+            head = await conn.fetchrow(
+                "SELECT pg_current_snapshot()::text AS snapshot, ARRAY(SELECT summary FROM _commit_log "
+                "WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) "
+                "AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)) AS summaries",
                 self._snapshot,
             )
-            self._snapshot = snapshot
+            assert head is not None
+            rows = head["summaries"]
+            self._snapshot = head["snapshot"]
             if self.fell_behind():
                 # Rows this node still needed may have been pruned: re-run everything in this snapshot.
                 dirty.update(i for i in self.instances.values() if i.subscribers)
             self._snapshot_at = time.monotonic()
             self.stats["snapshots"] += 1
             self.stats["commits"] += len(rows)
-            for row in rows:
-                for owner in self.index.match(decode_keys(row["summary"])):
+            for summary in rows:
+                for owner in self.index.match(decode_keys(summary)):
                     instance = self.instances.get(owner)  # type: ignore[call-overload]
                     if instance is not None:
                         dirty.add(instance)
@@ -390,16 +398,25 @@ class Hub:
             return
         self.stats["reruns"] += 1
         instance.runs += 1
-        savepoint = conn.transaction()  # one failing query cannot poison the snapshot
-        await savepoint.start()
+        # Queries run without savepoints (two round trips each) until one fails inside PostgreSQL; that
+        # aborts the snapshot, so the whole pass is redone with a savepoint around every query.
+        savepoint = conn.transaction() if self._careful else None
+        if savepoint is not None:
+            await savepoint.start()
         try:
             outcome = await self.backend.runner.execute_query(conn, instance.spec, instance.kwargs, instance.identity)
         except BackendError as error:
-            await savepoint.rollback()
+            if savepoint is not None:
+                await savepoint.rollback()
+            elif _from_database(error):
+                raise _SnapshotAborted from error
             body = _failed_body(error, [])
             self.index.remove(instance.key)
         else:
-            await (savepoint.rollback() if outcome.error is not None else savepoint.commit())
+            if savepoint is not None:
+                await (savepoint.rollback() if outcome.error is not None else savepoint.commit())
+            elif outcome.error is not None and _from_database(outcome.error):
+                raise _SnapshotAborted from outcome.error
             if outcome.read_set is not None:
                 self.index.replace(instance.key, outcome.read_set.intervals)
             if outcome.error is None:
@@ -506,6 +523,21 @@ class Hub:
             async with self.backend.pool.acquire() as conn:
                 await conn.execute("UPDATE _clock SET ts = GREATEST(ts, $1) WHERE id = 1", value)
             self._persisted = value
+
+
+class _SnapshotAborted(Exception):
+    """A query failed inside PostgreSQL without a savepoint; the pass is redone carefully."""
+
+
+def _from_database(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, asyncpg.PostgresError | asyncpg.InterfaceError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _failed_body(error: BaseException, log_lines: list[str]) -> bytes:

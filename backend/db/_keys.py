@@ -50,7 +50,10 @@ class Interval:
 
     def contains(self, key: Key) -> bool:
         """``key`` is a full index key (raw values); the prefix has been matched by the caller."""
-        probe = sort_key(key)
+        return self.contains_sorted(sort_key(key))
+
+    def contains_sorted(self, probe: Key) -> bool:
+        """Like ``contains`` for a key already turned into its sort form (done once per written key)."""
         if self.lo is not None:
             part = probe[: len(self.lo)]
             if part < self.lo or (part == self.lo and not self.lo_inclusive):

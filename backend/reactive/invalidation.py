@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from typing import Any
 
-from ..db import Interval, WrittenKey
+from ..db import Interval, WrittenKey, sort_key
 
 __all__ = ["InvalidationIndex"]
 
@@ -70,6 +70,7 @@ class InvalidationIndex:
             by_length = self._tree.get((item.table, item.index))
             if not by_length:
                 continue
+            probe = sort_key(item.key)
             for length, buckets in by_length.items():
                 try:
                     bucket = buckets.get(item.key[:length])
@@ -83,7 +84,7 @@ class InvalidationIndex:
                     for interval in intervals:
                         self.checks += 1
                         try:
-                            inside = interval.contains(item.key)
+                            inside = interval.contains_sorted(probe)
                         except TypeError:  # values of different types in one field: re-run rather than guess
                             inside = True
                         if inside:

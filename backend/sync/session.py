@@ -68,6 +68,7 @@ class SyncSession:
         self.transport = transport
         self.state = SessionState.AWAITING_CONNECT
         self.session_id = ""
+        self.fresh_session = False
         self.received_query_set = 0
         self.received_identity = 0
         self.identity: Any | None = None
@@ -241,6 +242,8 @@ class SyncSession:
         if not message.sessionId or len(message.sessionId) > _MAX_SESSION_ID:
             self._fatal("Connect.sessionId must be a non-empty string of at most 256 characters")
         self.session_id = message.sessionId
+        # The session's first socket: no mutation of it can have been stored yet, so no replay lookup.
+        self.fresh_session = message.connectionCount == 0 and message.lastCloseReason in (None, "InitialConnect")
         if message.maxObservedTimestamp:
             try:
                 self.backend.hub.observe_timestamp(p.decode_ts(message.maxObservedTimestamp))
@@ -377,6 +380,7 @@ class SyncSession:
             outcome = await runner.execute_mutation(
                 spec, runner.validate_args(spec, args), identity,
                 session=(self.session_id, message.requestId),
+                fresh_session=self.fresh_session,
                 request_id=f"{self.session_id}:{message.requestId}",
                 before_commit=before_commit,
             )

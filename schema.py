@@ -192,6 +192,8 @@ class RefParents(Document, tablename="ref_parents", audited=True):
 class RefChildren(Document, tablename="ref_children"):
     parent_id = ForeignKey(RefParents, null=False)
     name = Varchar()
+    tag = Varchar(null=True)  # a nullable indexed field: pagination and ranges over NULL keys
+    indexes = [Index("by_tag", "tag")]
 
 
 schema = define_schema(

@@ -305,6 +305,18 @@ class Runner:
                         )
             except _Rollback:
                 assert failure is not None
+                if session is not None:
+                    # The same request may have committed on another socket meanwhile (a reconnect racing a
+                    # half-open old socket): then its stored result is the answer, not this run's failure.
+                    stored = await conn.fetchrow(
+                        "SELECT result, log_lines FROM _session_requests WHERE session_id = $1 AND request_id = $2",
+                        session[0], session[1],
+                    )
+                    if stored is not None:
+                        return Outcome(
+                            value=msgspec.json.decode(stored["result"]),
+                            log_lines=msgspec.json.decode(stored["log_lines"]),
+                        )
                 return failure
             except asyncpg.UniqueViolationError as error:
                 raise _UniqueRace() from error

@@ -17,7 +17,15 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Int64", "ValueError_", "decode_value", "encode_value", "format_instant", "value_size"]
+__all__ = [
+    "Int64",
+    "ValueError_",
+    "decode_value",
+    "encode_error_data",
+    "encode_value",
+    "format_instant",
+    "value_size",
+]
 
 _MAX_KEY_LENGTH = 1024
 
@@ -164,3 +172,17 @@ def decode_value(value: Any, path: str = "$") -> Any:
 def value_size(encoded: Any) -> int:
     """Bytes of the encoded JSON text; the unit of the size limits."""
     return len(msgspec.json.encode(encoded))
+
+
+def encode_error_data(data: Any) -> Any:
+    """An ``AppError``'s data for the wire; data that is not a Convex value still reaches the client as text
+    (an error while reporting an error must never take the server down)."""
+    try:
+        encoded = encode_value(data)
+        msgspec.json.encode(encoded)
+        return encoded
+    except Exception:
+        try:
+            return str(data)
+        except Exception:
+            return "unprintable error data"

@@ -138,6 +138,41 @@ def decode_cursor(cursor: str, width: int) -> tuple[Any, ...]:
     return tuple(_dec(v) for v in values)
 
 
+def _seek(columns: list[str], nullable: list[bool], after: tuple[Any, ...], ascending: bool, params: list[Any]) -> str:
+    """Rows strictly after ``after`` in index order, where NULL sorts last (ascending) as in the index.
+
+    A row comparison ``(a, b) > ($1, $2)`` is what the index serves best, but it is NULL — so false — as soon
+    as either side holds a NULL; with nullable columns the comparison is spelt out term by term instead.
+    """
+    if not any(nullable) and all(v is not None for v in after):
+        placeholders = []
+        for value in after:
+            params.append(value)
+            placeholders.append(f"${len(params)}")
+        op = ">" if ascending else "<"
+        return f"({', '.join(map(_quote, columns))}) {op} ({', '.join(placeholders)})"
+
+    def bind(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    terms: list[str] = []
+    for i, (column, value) in enumerate(zip(columns, after, strict=True)):
+        col = _quote(column)
+        if ascending:
+            beyond = "FALSE" if value is None else (f"({col} > {bind(value)} OR {col} IS NULL)")
+        else:
+            beyond = f"{col} IS NOT NULL" if value is None else f"{col} < {bind(value)}"
+        if beyond == "FALSE":
+            continue
+        same = [
+            f"{_quote(c)} IS NULL" if v is None else f"{_quote(c)} = {bind(v)}"
+            for c, v in zip(columns[:i], after[:i], strict=True)
+        ]
+        terms.append("(" + " AND ".join([*same, beyond]) + ")")
+    return "(" + " OR ".join(terms) + ")" if terms else "FALSE"
+
+
 class Query:
     """A lazy index-range query; nothing runs until a terminal method is awaited."""
 
@@ -260,14 +295,17 @@ class Query:
             params.append(builder.upper[0])
             where.append(f"{_quote(nxt)} {'<=' if builder.upper[1] else '<'} ${len(params)}")
         if after is not None:
-            placeholders = []
-            for value in after:
-                params.append(value)
-                placeholders.append(f"${len(params)}")
-            op = ">" if self._order == "asc" else "<"
-            where.append(f"({', '.join(map(_quote, columns))}) {op} ({', '.join(placeholders)})")
+            nullable = [table.fields[k].nullable for k in index.keys]
+            where.append(_seek(columns, nullable, after, self._order == "asc", params))
         if table.soft_delete and not self._include_deleted:
             where.append("NOT deleted")
+        scope = txn.tenant if not txn.cross_tenant else None
+        if scope is not None and table.tenant_root:
+            params.append(scope)  # the tenant's own row only: never scan (or leak a cursor into) another's
+            where.append(f"_id = ${len(params)}")
+        elif scope is not None and table.tenant_key and index.keys[0] != table.tenant_key:
+            params.append(scope)
+            where.append(f"{_quote(table.column_of(table.tenant_key))} = ${len(params)}")
         direction = "ASC" if self._order == "asc" else "DESC"
         sql = f"SELECT {_select_list(table)} FROM {_quote(table.name)}"
         if where:
@@ -321,6 +359,11 @@ class Query:
     def _record(
         self, eqs: list[Any], builder: RangeBuilder, after: tuple[Any, ...] | None, stop: tuple[Any, ...] | None
     ) -> None:
+        txn = self._reader._txn
+        if self._table.tenant_root and txn.tenant is not None and not txn.cross_tenant:
+            # A scoped read of the tenants table can only ever see the tenant's own row.
+            txn.record_read(Interval(self._table.name, "by_id", (txn.tenant,), None, True, None, True))
+            return
         prefix = tuple(eqs)
         lo: tuple[Any, ...] | None = sort_key(prefix) if prefix else None
         lo_inclusive = True

@@ -97,7 +97,7 @@ class DatabaseWriter(DatabaseReader):
             raise NotFound(f"{operation}: {str(document_id)[:40]!r} is not a document id")
         known = self._txn.docs.get(document_id)
         doc = dict(known) if known is not None else await self._fetch(table, document_id)
-        if doc is None or not self._in_scope(table, doc):
+        if doc is None or not self._in_scope(table, doc) or (table.soft_delete and doc.get("deleted")):
             raise NotFound(f"{operation}: no document with id {document_id!r}")
         return table, doc
 

@@ -10,7 +10,7 @@ from litestar import Response
 
 from ..errors import AppError, BackendError
 from ..runner import Outcome
-from ..values import encode_value
+from ..values import encode_error_data
 
 log = logging.getLogger("backend.http")
 
@@ -34,10 +34,7 @@ def outcome_response(outcome: Outcome) -> Response[bytes]:
         body: dict[str, Any] = {"status": "success", "value": outcome.value, "logLines": outcome.log_lines}
         return json_response(body)
     if isinstance(error, AppError):
-        try:
-            data = encode_value(error.data)
-        except ValueError:
-            data = str(error.data)
+        data = encode_error_data(error.data)
         return json_response(
             {"status": "error", "errorMessage": error.message, "errorData": data, "logLines": outcome.log_lines}
         )

@@ -30,7 +30,7 @@ from ..db import decode_keys
 from ..errors import AppError, BackendError
 from ..postgres import init_connection
 from ..registry import FunctionSpec
-from ..values import encode_value
+from ..values import encode_error_data
 from .clock import HybridClock
 from .invalidation import InvalidationIndex
 
@@ -46,7 +46,7 @@ CHANNEL = "backend_commits"
 #: locks and WAL bursts short; see commit-feed.md "Pruning").
 PRUNE_EVERY_SECONDS = 60.0
 PRUNE_BATCH = 1000
-_PRUNE_MAX_BATCHES = 100  # per round; whatever is left waits for the next round
+_PRUNE_MAX_BATCHES = 100_000  # per round: keep going while batches come back full
 QueryKey = tuple[str, bytes, str | None]
 
 
@@ -211,8 +211,12 @@ class Hub:
         for query_id in list(sub.queries):
             self._unsubscribe(sub, query_id)
 
-    def observe_timestamp(self, ts: int) -> None:
+    def observe_timestamp(self, ts: int) -> bool:
+        """Honour a reconnecting client's ``maxObservedTimestamp``; False if no node could have issued it."""
+        if not self.clock.plausible(ts):
+            return False
         self.clock.observe(ts)
+        return True
 
     def modify(self, sub: Subscriber, new_version: int, adds: list[tuple[int, str, Any]], removes: list[int]) -> None:
         self._push(_Request(sub, query_set=new_version, adds=[_Add(*a) for a in adds], removes=removes))
@@ -293,7 +297,11 @@ class Hub:
             if sub.holds > 0:
                 self._carry_touched.add(sub)  # sent once its in-flight mutation's response is queued
                 continue
-            self._send_transition(sub, ts)
+            try:
+                self._send_transition(sub, ts)
+            except Exception:  # one socket's bad frame must not stop the others' Transitions
+                log.exception("sending a transition failed; closing that socket")
+                sub.link.overloaded()
 
     async def _snapshot_and_run(
         self,
@@ -405,11 +413,13 @@ class Hub:
             await savepoint.start()
         try:
             outcome = await self.backend.runner.execute_query(conn, instance.spec, instance.kwargs, instance.identity)
-        except BackendError as error:
+        except Exception as error:  # refused before the body ran, or the engine failed around it
             if savepoint is not None:
                 await savepoint.rollback()
             elif _from_database(error):
                 raise _SnapshotAborted from error
+            if not isinstance(error, BackendError):
+                log.exception("live query %s failed", instance.key[0])
             body = _failed_body(error, [])
             self.index.remove(instance.key)
         else:
@@ -417,7 +427,8 @@ class Hub:
                 await (savepoint.rollback() if outcome.error is not None else savepoint.commit())
             elif outcome.error is not None and _from_database(outcome.error):
                 raise _SnapshotAborted from outcome.error
-            if outcome.read_set is not None:
+            # The last subscriber may have left while the query ran: then its ranges must not come back.
+            if outcome.read_set is not None and self.instances.get(instance.key) is instance:
                 self.index.replace(instance.key, outcome.read_set.intervals)
             if outcome.error is None:
                 body = msgspec.json.encode(
@@ -491,13 +502,20 @@ class Hub:
         pool = self.backend.pool
         if pool is None:
             return 0
-        async with pool.acquire() as conn:
-            status = await conn.execute(
-                "DELETE FROM _session_requests WHERE ctid = ANY(ARRAY(SELECT ctid FROM _session_requests "
-                "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2))",
-                float(knobs.SESSION_REQUEST_RETENTION_SECONDS), PRUNE_BATCH * 10,
-            )
-        return int(status.split()[-1])
+        deleted = 0
+        for _ in range(_PRUNE_MAX_BATCHES):
+            async with pool.acquire() as conn:
+                status = await conn.execute(
+                    "DELETE FROM _session_requests WHERE ctid = ANY(ARRAY(SELECT ctid FROM _session_requests "
+                    "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2))",
+                    float(knobs.SESSION_REQUEST_RETENTION_SECONDS), PRUNE_BATCH,
+                )
+            count = int(status.split()[-1])
+            deleted += count
+            if count < PRUNE_BATCH:
+                break
+            await asyncio.sleep(0)
+        return deleted
 
     async def _prune_loop(self) -> None:
         while True:
@@ -544,10 +562,7 @@ def _failed_body(error: BaseException, log_lines: list[str]) -> bytes:
     body: dict[str, Any] = {"type": "QueryFailed", "logLines": log_lines, "journal": None}
     if isinstance(error, AppError):
         body["errorMessage"] = error.message
-        try:
-            body["errorData"] = encode_value(error.data)
-        except ValueError:
-            body["errorData"] = str(error.data)
+        body["errorData"] = encode_error_data(error.data)
     elif isinstance(error, BackendError):
         body["errorMessage"] = f"[{error.code}] {error.message}"
     else:

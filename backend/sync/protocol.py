@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from ..errors import AppError, BackendError
-from ..values import encode_value
+from ..values import encode_error_data
 
 __all__ = [
     "Action",
@@ -127,11 +127,7 @@ def decode_ts(text: str) -> int:
 
 def _error_fields(error: BaseException) -> dict[str, Any]:
     if isinstance(error, AppError):
-        try:
-            data = encode_value(error.data)
-        except ValueError:
-            data = str(error.data)
-        return {"result": error.message, "errorData": data}
+        return {"result": str(error.message), "errorData": encode_error_data(error.data)}
     if isinstance(error, BackendError):
         return {"result": f"[{error.code}] {error.message}"}
     return {"result": "Server Error"}

@@ -1,19 +1,25 @@
 """One WebSocket speaking the sync protocol: an explicit state machine in front of the hub.
 
-States: ``AWAITING_CONNECT`` → ``CONNECTED`` → ``CLOSED``. Client messages are handled in order by one reader
-task; mutations run one after another (a client's mutations commit in the order it sent them); actions run
-concurrently. Outgoing frames go through one bounded writer queue: a client that lets more than
-``knobs.MAX_PENDING_TRANSITIONS`` Transitions pile up is disconnected with a close reason the official
-client backs off on, so a slow reader can never grow server memory without bound.
+States: ``AWAITING_CONNECT`` → ``CONNECTED`` → ``CLOSED``. Client messages are handled in order by the
+socket's own task (the one the server runs the connection in); mutations run one after another (a client's
+mutations commit in the order it sent them); actions run concurrently. Outgoing frames are written at once
+while the socket takes them (see ``sending``) and queue, bounded, only behind a send that has to wait: a
+client that lets more than ``knobs.MAX_PENDING_TRANSITIONS`` Transitions pile up is disconnected with a
+close reason the official client backs off on, so a slow reader can never grow server memory without bound.
+
+An idle session holds no task, timer or queue of its own beyond the socket's: tens of thousands of them
+must fit in a small server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import knobs
@@ -22,6 +28,7 @@ from ..errors import BackendError, InvalidRequest
 from ..registry import canonical_path
 from ..runner import Outcome
 from . import protocol as p
+from .sending import NO_FRAMES, Outbox, finish, keepalive, step
 
 if TYPE_CHECKING:
     from ..db import Txn
@@ -63,6 +70,13 @@ class SyncSession:
     """Fields: ``session_id`` (from Connect), ``received_query_set`` / ``received_identity`` (versions the
     client has sent us), ``identity`` (verified user or None), ``sub`` (the hub's view of our query set)."""
 
+    __slots__ = (
+        "_abandon", "_broken", "_close_reason", "_expiry", "_inflight", "_last_sent", "_mutation_task", "_mutations",
+        "_outbox", "_pending_ids", "_pending_transitions", "_reading", "_stop_requested", "_task", "_tasks",
+        "_writer", "backend", "fresh_session", "identity", "received_identity", "received_query_set", "session_id",
+        "state", "sub", "transport",
+    )
+
     def __init__(self, backend: Backend, transport: Transport) -> None:
         self.backend = backend
         self.transport = transport
@@ -73,17 +87,21 @@ class SyncSession:
         self.received_identity = 0
         self.identity: Any | None = None
         self.sub: Subscriber | None = None
-        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._pending_transitions = 0
-        # Each request carries the identity in force when it arrived, so a later Authenticate cannot change it.
-        self._mutations: asyncio.Queue[tuple[p.Mutation, Any | None]] = asyncio.Queue()
-        self._inflight = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._close_reason: tuple[int, str] | None = None
+        self._outbox: Outbox = NO_FRAMES  # frames behind a send that waits for the socket; an Outbox of its own then
+        self._pending_transitions = 0  # Transitions in the outbox
+        self._writer: asyncio.Task[None] | None = None  # exists only while a send waits for the socket
+        self._broken = False  # a send failed: the socket is gone, nothing more is written
         self._last_sent = time.monotonic()
+        # Each request carries the identity in force when it arrived, so a later Authenticate cannot change it.
+        self._mutations: collections.deque[tuple[p.Mutation, Any | None]] | None = None
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[Any]] | None = None  # running actions
+        self._close_reason: tuple[int, str] | None = None
         self._pending_ids: set[int] = set()  # the query set as the client has defined it so far
-        self._reader_task: asyncio.Task[None] | None = None
-        self._mutation_task: asyncio.Task[None] | None = None  # started by the first mutation: most never send one
+        self._task: asyncio.Task[Any] | None = None  # the task reading the socket (runs ``run``)
+        self._reading = False
+        self._stop_requested = False  # we cancelled the reading task to end the session
+        self._mutation_task: asyncio.Task[None] | None = None  # runs while mutations wait: most sessions send none
         self._abandon = False  # closing because the client is too slow: drop queued frames, do not drain
         self._expiry: asyncio.TimerHandle | None = None  # fires when the current identity's token expires
 
@@ -92,30 +110,94 @@ class SyncSession:
     def enqueue(self, frame: bytes, *, transition: bool) -> bool:
         if self.state is SessionState.CLOSED:
             return True
-        if transition:
-            if self._pending_transitions >= knobs.MAX_PENDING_TRANSITIONS:
-                return False
-            self._pending_transitions += 1
-            frame = b"T" + frame
-        else:
-            frame = b"-" + frame
-        if self._outbox.qsize() >= knobs.MAX_PENDING_TRANSITIONS + knobs.MAX_INFLIGHT_REQUESTS:
+        if self._writer is None:  # nothing waits ahead of this frame: write it now
+            self._send(frame)
+            return True
+        if transition and self._pending_transitions >= knobs.MAX_PENDING_TRANSITIONS:
+            return False
+        if len(self._outbox) >= knobs.MAX_PENDING_TRANSITIONS + knobs.MAX_INFLIGHT_REQUESTS:
             # Responses pile up too: the client is not reading at all.
             self.overloaded()
             return False
-        self._outbox.put_nowait(frame)
+        self._queue(frame, transition)
         return True
 
     def overloaded(self) -> None:
         """Cut the client off now: forget its subscriptions and queued frames, then close with a reason the
         official client backs off on. Waiting for the writer would wait for the very client that is not reading."""
         self._abandon = True
+        self._outbox.clear()  # released now, not when the close completes
+        self._pending_transitions = 0
         self._begin_close(1013, "TooManyConcurrentRequests: the client is not reading transitions fast enough")
         self._stop_reading()
 
     def _stop_reading(self) -> None:
-        if self._reader_task is not None and self._reader_task is not asyncio.current_task():
-            self._reader_task.cancel()
+        """End the reading task's wait for a client that may never send again (the session then closes)."""
+        task = self._task
+        if self._reading and not self._stop_requested and task is not None and task is not asyncio.current_task():
+            self._stop_requested = True
+            task.cancel()
+
+    # -- writing -----------------------------------------------------------------------------------------
+
+    def _push(self, frame: bytes) -> None:
+        """A frame of the session's own (FatalError, AuthError, Ping): in order, without the hub's limits."""
+        if self._writer is None:
+            self._send(frame)
+        else:
+            self._queue(frame, False)
+
+    def _queue(self, frame: bytes, transition: bool) -> None:
+        if self._outbox is NO_FRAMES:
+            self._outbox = Outbox()
+        self._outbox.append((frame, transition))
+        if transition:
+            self._pending_transitions += 1
+
+    def _send(self, frame: bytes) -> None:
+        """Write ``frame`` now. A send that has to wait for the socket is finished by a writer task, and every
+        frame after it queues until the writer has sent them all."""
+        if self._broken:
+            return
+        self._last_sent = time.monotonic()
+        send = self.transport.send(frame)
+        try:
+            done, waiting = step(send)
+        except Exception:
+            self._send_failed()
+            return
+        if not done:
+            self._writer = asyncio.get_running_loop().create_task(self._write_rest(send, waiting), name="sync-writer")
+
+    async def _write_rest(self, send: Coroutine[Any, Any, None], waiting: Any) -> None:
+        try:
+            await finish(send, waiting)
+            while self._outbox:
+                frame, transition = self._outbox.popleft()
+                if transition:
+                    self._pending_transitions -= 1
+                self._last_sent = time.monotonic()
+                await self.transport.send(frame)
+        except Exception:
+            self._send_failed()
+        finally:
+            self._writer = None
+            if not self._outbox:
+                self._outbox = NO_FRAMES
+
+    def _send_failed(self) -> None:
+        """The socket is gone (or cannot be written): drop what is queued and end the session."""
+        self._broken = True
+        self._outbox.clear()
+        self._pending_transitions = 0
+        self._begin_close(1011, "InternalServerError: the socket could not be written")
+        self._stop_reading()
+
+    def ping_if_idle(self, now: float) -> None:
+        """Called by the shared keepalive timer: a Ping after ``PING_INTERVAL_SECONDS`` without a frame."""
+        if self.state is not SessionState.CLOSED and self._writer is None \
+                and now - self._last_sent >= knobs.PING_INTERVAL_SECONDS:
+            self._push(p.PING)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -125,19 +207,29 @@ class SyncSession:
         self._stop_reading()
 
     async def run(self) -> None:
+        """Read and handle the client's messages until either side ends the session, then close the socket.
+        Runs in the connection's own task; the hub (overloaded) or the server (drop) end a session whose
+        client sends nothing by cancelling that task's wait (``_stop_reading``)."""
+        task = self._task = asyncio.current_task()
+        assert task is not None
         self.backend.sessions.add(self)
-        writer = asyncio.create_task(self._writer(), name="sync-writer")
-        # The reader is a task of its own so the hub (overloaded) or the server (drop) can end the session
-        # while the reader waits for a client that sends nothing.
-        reader = self._reader_task = asyncio.create_task(self._reader(), name="sync-reader")
+        pings = keepalive()
+        pings.add(self)
+        self._reading = True
         try:
-            await asyncio.wait({reader})
-            error = None if reader.cancelled() else reader.exception()
-            if error is not None and not isinstance(error, _Closed):
-                log.error("sync session failed", exc_info=error)
-                self._begin_close(1011, "InternalServerError")
+            await self._reader()
+        except _Closed:
+            pass
+        except asyncio.CancelledError:
+            if not self._stop_requested:
+                raise
+            task.uncancel()
+        except Exception as error:
+            log.error("sync session failed", exc_info=error)
+            self._begin_close(1011, "InternalServerError")
         finally:
-            reader.cancel()
+            self._reading = False
+            pings.discard(self)
             if self._expiry is not None:
                 self._expiry.cancel()
             self.backend.sessions.discard(self)
@@ -146,17 +238,16 @@ class SyncSession:
                 self.backend.hub.disconnect(self.sub)
             if self._mutation_task is not None:
                 self._mutation_task.cancel()
-            for task in list(self._tasks):
-                task.cancel()
-            if self._abandon:
+            for running in list(self._tasks or ()):
+                running.cancel()
+            writer = self._writer
+            if writer is not None:
+                if not self._abandon:  # let the frames already queued (a FatalError, say) go out first
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(writer, timeout=5)
                 writer.cancel()
-            else:
-                self._outbox.put_nowait(None)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer, timeout=5)
-                writer.cancel()
-            while not self._outbox.empty():  # release queued frames now, not when the close completes
-                self._outbox.get_nowait()
+            self._outbox.clear()  # release queued frames now, not when the close completes
+            self._pending_transitions = 0
             code, reason = self._close_reason or (1000, "")
             with contextlib.suppress(Exception):
                 # The close frame waits behind unread data; a client that never reads is given up on.
@@ -166,31 +257,11 @@ class SyncSession:
         if self._close_reason is None:
             self._close_reason = (code, reason[:120])
         self.state = SessionState.CLOSED
-        self._outbox.put_nowait(None)
 
     def _fatal(self, message: str) -> None:
-        self._outbox.put_nowait(b"-" + p.fatal_error(message))
+        self._push(p.fatal_error(message))
         self._begin_close(1000, "")
         raise _Closed
-
-    async def _writer(self) -> None:
-        while True:
-            try:
-                # asyncio.timeout, not wait_for: no extra task per frame and none held by an idle session.
-                async with asyncio.timeout(knobs.PING_INTERVAL_SECONDS):
-                    frame = await self._outbox.get()
-            except TimeoutError:
-                frame = b"-" + p.PING
-            if frame is None:
-                # Drain what is already queued (a FatalError, say), then stop.
-                while not self._outbox.empty():
-                    rest = self._outbox.get_nowait()
-                    if rest is not None:
-                        await self.transport.send(rest[1:])
-                return
-            if frame[:1] == b"T":
-                self._pending_transitions -= 1
-            await self.transport.send(frame[1:])
 
     # -- reading -----------------------------------------------------------------------------------------
 
@@ -220,23 +291,28 @@ class SyncSession:
             self._modify(message)
         elif isinstance(message, p.Mutation):
             self._check_identity()
-            if self._mutations.qsize() + self._inflight >= knobs.MAX_INFLIGHT_REQUESTS:
-                self._begin_close(1013, "TooManyConcurrentRequests: too many requests in flight")
-                raise _Closed
-            self._mutations.put_nowait((message, self.identity))
+            self._check_inflight()
+            if self._mutations is None:
+                self._mutations = collections.deque()
+            self._mutations.append((message, self.identity))
             if self._mutation_task is None:
                 self._mutation_task = asyncio.create_task(self._mutation_worker(), name="sync-mutations")
         elif isinstance(message, p.Action):
             self._check_identity()
-            if self._mutations.qsize() + self._inflight >= knobs.MAX_INFLIGHT_REQUESTS:
-                self._begin_close(1013, "TooManyConcurrentRequests: too many requests in flight")
-                raise _Closed
+            self._check_inflight()
+            if self._tasks is None:
+                self._tasks = set()
             task = asyncio.create_task(self._action(message, self.identity))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif isinstance(message, p.Authenticate):
             self._authenticate(message)
         # Event: telemetry only.
+
+    def _check_inflight(self) -> None:
+        if len(self._mutations or ()) + self._inflight >= knobs.MAX_INFLIGHT_REQUESTS:
+            self._begin_close(1013, "TooManyConcurrentRequests: too many requests in flight")
+            raise _Closed
 
     def _connect(self, message: p.Connect) -> None:
         if not message.sessionId or len(message.sessionId) > _MAX_SESSION_ID:
@@ -246,9 +322,13 @@ class SyncSession:
         self.fresh_session = message.connectionCount == 0 and message.lastCloseReason in (None, "InitialConnect")
         if message.maxObservedTimestamp:
             try:
-                self.backend.hub.observe_timestamp(p.decode_ts(message.maxObservedTimestamp))
+                plausible = self.backend.hub.observe_timestamp(p.decode_ts(message.maxObservedTimestamp))
             except p.ProtocolError as error:
                 self._fatal(str(error))
+            if not plausible:
+                # Like the real server: fail this socket (the client retries), never move our clock there.
+                self._begin_close(1011, "InternalServerError: maxObservedTimestamp is ahead of this deployment")
+                raise _Closed
         self.sub = self.backend.hub.connect(self)
         self.state = SessionState.CONNECTED
 
@@ -341,20 +421,26 @@ class SyncSession:
 
     def _auth_error(self, message: str, base_version: int, *, attempted: bool) -> NoReturn:
         """Send AuthError and close, as the real server does; the client re-authenticates on a new socket."""
-        self._outbox.put_nowait(b"-" + p.auth_error(message, base_version, attempted))
+        self._push(p.auth_error(message, base_version, attempted))
         self._begin_close(1000, "")
         raise _Closed
 
     # -- requests ----------------------------------------------------------------------------------------
 
     async def _mutation_worker(self) -> None:
-        while True:
-            message, identity = await self._mutations.get()
-            self._inflight += 1
-            try:
-                await self._mutation(message, identity)
-            finally:
-                self._inflight -= 1
+        """Runs the queued mutations one by one, and ends when none is left (the next one starts it again)."""
+        try:
+            while self._mutations:
+                message, identity = self._mutations.popleft()
+                self._inflight += 1
+                try:
+                    await self._mutation(message, identity)
+                finally:
+                    self._inflight -= 1
+        finally:
+            self._mutation_task = None
+            if not self._mutations:
+                self._mutations = None
 
     async def _mutation(self, message: p.Mutation, identity: Any | None) -> None:
         assert self.sub is not None

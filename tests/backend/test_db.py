@@ -168,3 +168,25 @@ async def test_unfiltered_collect_is_bounded_by_the_scan_limit(txn: Txn, monkeyp
     monkeypatch.setattr(knobs, "MAX_ROWS_SCANNED", txn.rows_scanned + 4)
     with pytest.raises(LimitExceeded, match="scanned more than"):
         await db.query("counters").with_index("by_name", lambda q: q.gte("name", p).lt("name", p + "~")).collect()
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_pagination_returns_rows_with_null_keys(txn: Txn, order: str) -> None:
+    db = DatabaseWriter(txn)
+    parent = await db.insert("ref_parents", {"name": prefix()})
+    tags = [None, "b", None, "a", None, "c", None]
+    for i, tag in enumerate(tags):
+        await db.insert("ref_children", {"parentId": parent, "name": f"{i}", "tag": tag})
+    seen: list[Any] = []
+    cursor = None
+    for _ in range(1000):
+        page = await db.query("ref_children").with_index("by_tag").order(order).paginate(  # type: ignore[arg-type]
+            {"numItems": 3, "cursor": cursor})
+        seen += [(r["tag"], r["name"]) for r in page.page if r["parentId"] == parent]
+        if page.is_done:
+            break
+        cursor = page.continue_cursor
+    assert sorted(seen, key=str) == sorted([(t, str(i)) for i, t in enumerate(tags)], key=str)
+    order_of_tags = [t for t, _ in seen]
+    expected = ["a", "b", "c", None, None, None, None]
+    assert order_of_tags == (expected if order == "asc" else expected[::-1])

@@ -40,6 +40,9 @@ async def _serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning", ws_max_size=knobs.MAX_MESSAGE_BYTES,
         ws_ping_interval=20, ws_ping_timeout=60, lifespan="off",
+        # Sync frames are small and fan out to many sockets: compression would cost a zlib context (~40 KiB)
+        # per socket and a compression per frame per socket.
+        ws_per_message_deflate=False,
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]

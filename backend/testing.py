@@ -134,7 +134,7 @@ class TestBackend:
             self.port = free_port()
             config_ = uvicorn.Config(
                 create_app(self.backend), host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
-                ws_max_size=32 * 1024 * 1024,
+                ws_max_size=32 * 1024 * 1024, ws_per_message_deflate=False,  # as ``backend serve`` runs
             )
             self._server = uvicorn.Server(config_)
             self._server.install_signal_handlers = lambda: None

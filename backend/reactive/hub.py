@@ -443,26 +443,25 @@ class Hub:
         instance.modification = body
 
     def _send_transition(self, sub: Subscriber, ts: int) -> None:
-        mods: list[Any] = [msgspec.Raw(msgspec.json.encode({"type": "QueryRemoved", "queryId": q})) for q in sub.removed]
+        # Built by concatenation from bodies encoded once per query instance: this runs once per socket.
+        from ..sync.protocol import query_modification, query_removed, transition
+
+        mods = [query_removed(q) for q in sub.removed]
         for query_id in sorted(sub.changed):
             instance = sub.queries.get(query_id)
             if instance is None or instance.modification is None:
                 continue
-            body = instance.modification
-            mods.append(msgspec.Raw(body[:-1] + b',"queryId":' + str(query_id).encode() + b"}"))
+            mods.append(query_modification(instance.modification, query_id))
         sub.removed.clear()
         sub.changed.clear()
-        start = {"querySet": sub.query_set, "identity": sub.identity_version, "ts": ts_bytes(sub.ts)}
         new_ts = max(ts, sub.ts)
-        end = {"querySet": sub.target_query_set, "identity": sub.target_identity, "ts": ts_bytes(new_ts)}
         for completion in sub.completions:
             if not sub.link.enqueue(completion(new_ts), transition=False):
                 sub.link.overloaded()
                 return
         sub.completions.clear()
-        frame = msgspec.json.encode(
-            {"type": "Transition", "startVersion": start, "endVersion": end, "modifications": mods}
-        )
+        frame = transition((sub.query_set, sub.identity_version, sub.ts),
+                           (sub.target_query_set, sub.target_identity, new_ts), mods)
         sub.query_set, sub.identity_version, sub.ts = sub.target_query_set, sub.target_identity, new_ts
         self.stats["transitions"] += 1
         if not sub.link.enqueue(frame, transition=True):

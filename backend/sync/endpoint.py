@@ -1,50 +1,60 @@
-"""WebSocket routes: ``/api/sync`` and ``/api/{client_version}/sync`` (the npm client puts its version there)."""
+"""WebSocket routes: ``/api/sync`` and ``/api/{client_version}/sync`` (the npm client puts its version there).
+
+Litestar routes the socket and accepts it; the session then sends and receives through the server's own ASGI
+``send``/``receive`` (``_Socket`` keeps them), without litestar's per-message wrappers: a commit's Transitions
+go out to many sockets at once, and an idle socket waits in fewer frames.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from litestar import WebSocket, websocket
-from litestar.exceptions import WebSocketDisconnect
+from litestar.connection.base import empty_receive, empty_send
+from litestar.types import Receive, Scope, Send
 
 from .session import SyncSession, Transport
 
 __all__ = ["sync_routes"]
 
 
-class _LitestarTransport(Transport):
-    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
-        self.socket = socket
+class _Socket(WebSocket[Any, Any, Any]):
+    """Litestar's WebSocket, also holding the server's unwrapped ``receive`` and ``send``."""
+
+    __slots__ = ("asgi_receive", "asgi_send")
+
+    def __init__(self, scope: Scope, receive: Receive = empty_receive, send: Send = empty_send) -> None:
+        super().__init__(scope, receive, send)
+        self.asgi_receive = receive
+        self.asgi_send = send
+
+
+class _AsgiTransport(Transport):
+    __slots__ = ("_receive", "_send")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
 
     async def receive(self) -> str | None:
-        try:
-            data = await self.socket.receive_data(mode="text")
-        except WebSocketDisconnect:
-            return None
-        return data if isinstance(data, str) else data.decode("utf-8", "replace")
+        message = await self._receive()
+        if message["type"] != "websocket.receive":
+            return None  # websocket.disconnect
+        text: str | None = message.get("text")  # type: ignore[assignment]
+        return text or ""  # a binary frame is no protocol message
 
     async def send(self, frame: bytes) -> None:
-        await self.socket.send_data(frame.decode("utf-8"), mode="text")
+        await self._send({"type": "websocket.send", "bytes": None, "text": frame.decode("utf-8")})
 
     async def close(self, code: int, reason: str) -> None:
-        await self.socket.close(code=code, reason=reason)
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-async def _serve(socket: WebSocket[Any, Any, Any]) -> None:
+@websocket(["/api/sync", "/api/{client_version:str}/sync"], websocket_class=_Socket)
+async def sync_socket(socket: _Socket) -> None:
     await socket.accept()
-    session = SyncSession(socket.app.state.backend, _LitestarTransport(socket))
-    await session.run()
-
-
-@websocket("/api/sync")
-async def sync_plain(socket: WebSocket[Any, Any, Any]) -> None:
-    await _serve(socket)
-
-
-@websocket("/api/{client_version:str}/sync")
-async def sync_versioned(socket: WebSocket[Any, Any, Any], client_version: str) -> None:
-    await _serve(socket)
+    await SyncSession(socket.app.state.backend, _AsgiTransport(socket.asgi_receive, socket.asgi_send)).run()
 
 
 def sync_routes() -> list[Any]:
-    return [sync_plain, sync_versioned]
+    return [sync_socket]

@@ -8,6 +8,7 @@ typed messages. Server frames are built here too, so the rules of sync-protocol.
 from __future__ import annotations
 
 import base64
+import functools
 import struct
 from typing import Any, Literal
 
@@ -35,6 +36,9 @@ __all__ = [
     "fatal_error",
     "mutation_failure",
     "mutation_success",
+    "query_modification",
+    "query_removed",
+    "transition",
 ]
 
 
@@ -164,6 +168,46 @@ def auth_error(message: str, base_version: int, attempted: bool) -> bytes:
 
 def fatal_error(message: str) -> bytes:
     return msgspec.json.encode({"type": "FatalError", "error": message})
+
+
+# -- Transitions: built once per socket from parts encoded once per commit ----------------------------------
+
+Version = tuple[int, int, int]  # querySet, identity, ts
+
+_last_modification: tuple[bytes, int, bytes] = (b"", -1, b"")
+
+
+def query_modification(body: bytes, query_id: int) -> bytes:
+    """A query instance's encoded ``QueryUpdated``/``QueryFailed`` body (an object without ``queryId``) as
+    one socket's modification. The sockets of a fan-out watch the same instance, mostly under the same id:
+    they share the last result instead of each copying the body."""
+    global _last_modification
+    last_body, last_id, framed = _last_modification
+    if body is last_body and query_id == last_id:
+        return framed
+    framed = b"".join((memoryview(body)[:-1], b',"queryId":%d}' % query_id))
+    _last_modification = (body, query_id, framed)
+    return framed
+
+
+def query_removed(query_id: int) -> bytes:
+    return b'{"type":"QueryRemoved","queryId":%d}' % query_id
+
+
+@functools.lru_cache(maxsize=64)
+def _ts_json(ts: int) -> bytes:
+    return b'"%b"' % base64.b64encode(struct.pack("<Q", ts))
+
+
+def _version(version: Version) -> bytes:
+    query_set, identity, ts = version
+    return b'{"querySet":%d,"identity":%d,"ts":%b}' % (query_set, identity, _ts_json(ts))
+
+
+def transition(start: Version, end: Version, modifications: list[bytes]) -> bytes:
+    """A ``Transition`` frame from already encoded modifications (``query_modification``, ``query_removed``)."""
+    return b'{"type":"Transition","startVersion":%b,"endVersion":%b,"modifications":[%b]}' % (
+        _version(start), _version(end), b",".join(modifications))
 
 
 PING = b'{"type":"Ping"}'

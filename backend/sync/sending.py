@@ -80,12 +80,14 @@ def finish(send: Coroutine[Any, Any, None], yielded: Any) -> Generator[Any, Any,
 
 
 class Pingable(Protocol):
-    def ping_if_idle(self, now: float) -> None: ...
+    def ping_if_idle(self, quiet_since: float) -> None:
+        """Send a Ping if nothing was sent since ``quiet_since`` (a ``time.monotonic()`` value)."""
 
 
 class Keepalive:
-    """Every socket of one event loop: each quarter of ``PING_INTERVAL_SECONDS`` the sockets that sent
-    nothing for a whole interval get a Ping. The timer runs only while there are sockets."""
+    """Every socket of one event loop. Each quarter of ``PING_INTERVAL_SECONDS`` the sockets that sent nothing
+    for three quarters of it get a Ping, so none goes a whole interval without a frame. The timer runs only
+    while there are sockets."""
 
     __slots__ = ("__weakref__", "_timer", "sockets")
 
@@ -108,10 +110,12 @@ class Keepalive:
         self._timer = None
         if not self.sockets:
             return
-        now = time.monotonic()
-        for socket in list(self.sockets):
-            socket.ping_if_idle(now)
-        self._arm()
+        try:
+            quiet_since = time.monotonic() - knobs.PING_INTERVAL_SECONDS * 3 / 4
+            for socket in list(self.sockets):
+                socket.ping_if_idle(quiet_since)
+        finally:
+            self._arm()
 
 
 _keepalives: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Keepalive] = weakref.WeakKeyDictionary()

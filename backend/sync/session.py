@@ -50,12 +50,16 @@ class SessionState(enum.Enum):
 
 
 class Transport:
-    """The socket operations a session needs (litestar's WebSocket in production)."""
+    """The socket operations a session needs (the server's ASGI ``receive``/``send`` in production)."""
+
+    __slots__ = ()
 
     async def receive(self) -> str | None:  # None: the client went away
         raise NotImplementedError
 
     async def send(self, frame: bytes) -> None:
+        """Write one text frame. The session runs it by hand up to its first suspension, from whichever task
+        or callback produced the frame (see ``sending``): it must not rely on running inside a task."""
         raise NotImplementedError
 
     async def close(self, code: int, reason: str) -> None:
@@ -193,10 +197,9 @@ class SyncSession:
         self._begin_close(1011, "InternalServerError: the socket could not be written")
         self._stop_reading()
 
-    def ping_if_idle(self, now: float) -> None:
-        """Called by the shared keepalive timer: a Ping after ``PING_INTERVAL_SECONDS`` without a frame."""
-        if self.state is not SessionState.CLOSED and self._writer is None \
-                and now - self._last_sent >= knobs.PING_INTERVAL_SECONDS:
+    def ping_if_idle(self, quiet_since: float) -> None:
+        """Called by the shared keepalive timer (``sending.Keepalive``) for a socket that may have gone quiet."""
+        if self.state is not SessionState.CLOSED and self._writer is None and self._last_sent <= quiet_since:
             self._push(p.PING)
 
     # -- lifecycle ---------------------------------------------------------------------------------------

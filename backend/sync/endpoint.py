@@ -1,8 +1,8 @@
 """WebSocket routes: ``/api/sync`` and ``/api/{client_version}/sync`` (the npm client puts its version there).
 
 Litestar routes the socket and accepts it; the session then sends and receives through the server's own ASGI
-``send``/``receive`` (``_Socket`` keeps them), without litestar's per-message wrappers: a commit's Transitions
-go out to many sockets at once, and an idle socket waits in fewer frames.
+``send``/``receive``, without litestar's per-message wrappers (``_Socket``): a commit's Transitions go out to
+many sockets at once, and an idle socket waits in fewer frames.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import WebSocket, websocket
-from litestar.connection.base import empty_receive, empty_send
-from litestar.types import Receive, Scope, Send
+from litestar.types import Receive, Send
 
 from .session import SyncSession, Transport
 
@@ -19,14 +18,16 @@ __all__ = ["sync_routes"]
 
 
 class _Socket(WebSocket[Any, Any, Any]):
-    """Litestar's WebSocket, also holding the server's unwrapped ``receive`` and ``send``."""
+    """Litestar's WebSocket with the server's ``receive`` and ``send`` as they are: the wrappers only track a
+    connection state for litestar's own helpers, which the session does not use past ``accept``."""
 
-    __slots__ = ("asgi_receive", "asgi_send")
+    __slots__ = ()
 
-    def __init__(self, scope: Scope, receive: Receive = empty_receive, send: Send = empty_send) -> None:
-        super().__init__(scope, receive, send)
-        self.asgi_receive = receive
-        self.asgi_send = send
+    def receive_wrapper(self, receive: Receive) -> Receive:
+        return receive
+
+    def send_wrapper(self, send: Send) -> Send:
+        return send
 
 
 class _AsgiTransport(Transport):
@@ -53,7 +54,7 @@ class _AsgiTransport(Transport):
 @websocket(["/api/sync", "/api/{client_version:str}/sync"], websocket_class=_Socket)
 async def sync_socket(socket: _Socket) -> None:
     await socket.accept()
-    await SyncSession(socket.app.state.backend, _AsgiTransport(socket.asgi_receive, socket.asgi_send)).run()
+    await SyncSession(socket.app.state.backend, _AsgiTransport(socket.receive, socket.send)).run()
 
 
 def sync_routes() -> list[Any]:

@@ -89,7 +89,7 @@ class Keepalive:
     for three quarters of it get a Ping, so none goes a whole interval without a frame. The timer runs only
     while there are sockets."""
 
-    __slots__ = ("__weakref__", "_timer", "sockets")
+    __slots__ = ("_timer", "sockets")
 
     def __init__(self) -> None:
         self.sockets: set[Pingable] = set()

@@ -248,15 +248,9 @@ class Runner:
                 # predicate lock on the index page other sessions insert their results into, and abort them
                 # (measured in bench/: 3x fewer mutations/s). A replay racing its first run is caught by the
                 # primary key of _session_requests instead; its retry then finds the stored result here.
-                stored = await conn.fetchrow(
-                    "SELECT result, log_lines FROM _session_requests WHERE session_id = $1 AND request_id = $2",
-                    session[0], session[1],
-                )
+                stored = await _stored_result(conn, session)
                 if stored is not None:
-                    return Outcome(
-                        value=msgspec.json.decode(stored["result"]),
-                        log_lines=msgspec.json.decode(stored["log_lines"]),
-                    )
+                    return stored
             failure: Outcome | None = None
             resolved: str | None = None
             try:
@@ -308,15 +302,9 @@ class Runner:
                 if session is not None:
                     # The same request may have committed on another socket meanwhile (a reconnect racing a
                     # half-open old socket): then its stored result is the answer, not this run's failure.
-                    stored = await conn.fetchrow(
-                        "SELECT result, log_lines FROM _session_requests WHERE session_id = $1 AND request_id = $2",
-                        session[0], session[1],
-                    )
+                    stored = await _stored_result(conn, session)
                     if stored is not None:
-                        return Outcome(
-                            value=msgspec.json.decode(stored["result"]),
-                            log_lines=msgspec.json.decode(stored["log_lines"]),
-                        )
+                        return stored
                 return failure
             except asyncpg.UniqueViolationError as error:
                 raise _UniqueRace() from error
@@ -393,6 +381,17 @@ class _UniqueRace(Exception):
             return cause
         name = getattr(cause, "constraint_name", None) or "?"
         return UniqueViolation(f"unique index {name}: a live document with this key exists")
+
+
+async def _stored_result(conn: Connection, session: tuple[str, int]) -> Outcome | None:
+    """The outcome stored by the first committed run of ``(sessionId, requestId)``, if there was one."""
+    stored = await conn.fetchrow(
+        "SELECT result, log_lines FROM _session_requests WHERE session_id = $1 AND request_id = $2",
+        session[0], session[1],
+    )
+    if stored is None:
+        return None
+    return Outcome(value=msgspec.json.decode(stored["result"]), log_lines=msgspec.json.decode(stored["log_lines"]))
 
 
 def _subject(identity: Any | None) -> str | None:

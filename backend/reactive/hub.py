@@ -476,39 +476,31 @@ class Hub:
         return time.monotonic() - self._snapshot_at > retention - min(retention / 2, 300.0)
 
     async def prune_commit_log(self) -> int:
-        """Delete commit-log rows older than the retention, a small batch per statement; returns the count."""
-        pool = self.backend.pool
-        if pool is None:
-            return 0
-        deleted = 0
-        for _ in range(_PRUNE_MAX_BATCHES):
-            async with pool.acquire() as conn:
-                status = await conn.execute(
-                    "DELETE FROM _commit_log WHERE xid IN (SELECT xid FROM _commit_log "
-                    "WHERE committed_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    float(knobs.COMMIT_LOG_RETENTION_SECONDS), PRUNE_BATCH,
-                )
-            count = int(status.split()[-1])
-            deleted += count
-            if count < PRUNE_BATCH:
-                break
-            await asyncio.sleep(0)
-        return deleted
+        """Delete commit-log rows older than the retention; returns the count."""
+        return await self._prune_in_batches(
+            "DELETE FROM _commit_log WHERE xid IN (SELECT xid FROM _commit_log "
+            "WHERE committed_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            knobs.COMMIT_LOG_RETENTION_SECONDS,
+        )
 
     async def prune_session_requests(self) -> int:
         """Forget stored mutation results older than the replay window (a client gone that long reconnects
         with a new session anyway, so its replays can no longer arrive)."""
+        return await self._prune_in_batches(
+            "DELETE FROM _session_requests WHERE ctid = ANY(ARRAY(SELECT ctid FROM _session_requests "
+            "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2))",
+            knobs.SESSION_REQUEST_RETENTION_SECONDS,
+        )
+
+    async def _prune_in_batches(self, delete_sql: str, retention_seconds: float) -> int:
+        """Run ``delete_sql`` (params: retention, batch size) until a batch comes back short."""
         pool = self.backend.pool
         if pool is None:
             return 0
         deleted = 0
         for _ in range(_PRUNE_MAX_BATCHES):
             async with pool.acquire() as conn:
-                status = await conn.execute(
-                    "DELETE FROM _session_requests WHERE ctid = ANY(ARRAY(SELECT ctid FROM _session_requests "
-                    "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2))",
-                    float(knobs.SESSION_REQUEST_RETENTION_SECONDS), PRUNE_BATCH,
-                )
+                status = await conn.execute(delete_sql, float(retention_seconds), PRUNE_BATCH)
             count = int(status.split()[-1])
             deleted += count
             if count < PRUNE_BATCH:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from ..sync.protocol import encode_ts
 from ..values import decode_value, encode_value
 from ._errors import ClientError
 
@@ -33,10 +34,6 @@ __all__ = [
 
 class StartVersionMismatch(Exception):
     """A Transition that does not continue our version: the socket's state is unknown, so reconnect."""
-
-
-def encode_ts(ts: int) -> str:
-    return base64.b64encode(struct.pack("<Q", ts)).decode("ascii")
 
 
 def decode_ts(text: object) -> int:

@@ -113,13 +113,6 @@ class _Request:
     completion: Callable[[int], bytes] | None = None
 
 
-def ts_bytes(ts: int) -> str:
-    import base64
-    import struct
-
-    return base64.b64encode(struct.pack("<Q", ts)).decode("ascii")
-
-
 class Hub:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend

@@ -79,11 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     for note in report.notes:
         print(f"- {note}")
     if not args.no_chart:
-        from bench.chart import draw
-
-        print(f"\nchart: {draw(report, RESULTS / ('partial.png' if args.only else 'chart.png'))}")
+        _draw_chart(report, RESULTS / ("partial.png" if args.only else "chart.png"))
     print(f"results: {md_path} and {json_path} ({report.seconds:.0f} s)")
     return 0
+
+
+def _draw_chart(report: Report, path: Path) -> None:
+    """The chart needs the optional ``bench`` extra; without it the table and results still stand."""
+    try:
+        import matplotlib  # noqa: F401
+    except ModuleNotFoundError:
+        print("\nchart: skipped (matplotlib is not installed; `pip install -e '.[bench]'` adds it)")
+        return
+    from bench.chart import draw
+
+    print(f"\nchart: {draw(report, path)}")
 
 
 if __name__ == "__main__":

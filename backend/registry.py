@@ -130,7 +130,7 @@ internal_action = _decorator("action", True)
 
 
 def canonical_path(path: str) -> str:
-    """``m``, ``m:default``, ``m.js:default`` and ``m.js`` all name ``m:default`` (sync-protocol.md §3)."""
+    """``m``, ``m:default``, ``m.js:default`` and ``m.js`` all name ``m:default`` (docs/protocol.md §3)."""
     if not isinstance(path, str) or not path or len(path) > 1024:
         raise InvalidRequest("function path must be a non-empty string")
     module, sep, name = path.rpartition(":")

@@ -3,7 +3,7 @@
 The view a subscriber sees is the server's results with every pending update replayed on top, in
 requestId order. It is rebuilt whenever the server sends new results, so a guess survives results that
 do not reflect its mutation yet; an update leaves only when its mutation is finished (a Transition at or
-past its commit ts, sync-protocol.md §6.1) or has failed. That way a value never flips back to the
+past its commit ts, docs/protocol.md §6.1) or has failed. That way a value never flips back to the
 pre-mutation state before the server's value replaces it.
 """
 

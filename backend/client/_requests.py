@@ -1,4 +1,4 @@
-"""Mutations and actions between being asked for and being finished (sync-protocol.md §4.3, §6.1 to §6.3).
+"""Mutations and actions between being asked for and being finished (docs/protocol.md §4.3, §6.1 to §6.3).
 
 A mutation is finished only when a Transition at or past its commit ts arrives (its effects are then in
 every query result), so it stays here after a successful ``MutationResponse`` and is replayed, with the

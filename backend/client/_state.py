@@ -2,7 +2,7 @@
 
 The server only accepts messages that continue its versions exactly (``ModifyQuerySet.baseVersion``,
 ``Authenticate.baseVersion``) and only sends Transitions that continue ours (``startVersion``), so both
-counters live here together with the results they describe (sync-protocol.md §4.2, §4.4, §5.1, §5.2).
+counters live here together with the results they describe (docs/protocol.md §4.2, §4.4, §5.1, §5.2).
 A new socket starts every version at zero; ``restart`` rebuilds the query set on it with the original ids.
 """
 
@@ -74,7 +74,7 @@ class Result:
 
 
 def canonical_query_path(path: str) -> str:
-    """``m``, ``m:default`` and ``m.js:default`` name one function (sync-protocol.md §3)."""
+    """``m``, ``m:default`` and ``m.js:default`` name one function (docs/protocol.md §3)."""
     module, sep, name = path.rpartition(":")
     if not sep:
         module, name = path, "default"

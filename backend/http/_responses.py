@@ -1,4 +1,4 @@
-"""Turning outcomes and errors into the Convex HTTP API's response bodies (sync-protocol.md §8)."""
+"""Turning outcomes and errors into the Convex HTTP API's response bodies (docs/protocol.md §8)."""
 
 from __future__ import annotations
 

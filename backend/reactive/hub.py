@@ -43,7 +43,7 @@ log = logging.getLogger("backend.hub")
 
 CHANNEL = "backend_commits"
 #: Seconds between prunings of old commit-log rows, and rows deleted per statement (small deletes keep
-#: locks and WAL bursts short; see commit-feed.md "Pruning").
+#: locks and WAL bursts short; see docs/design.md "Pruning").
 PRUNE_EVERY_SECONDS = 60.0
 PRUNE_BATCH = 1000
 _PRUNE_MAX_BATCHES = 100_000  # per round: keep going while batches come back full

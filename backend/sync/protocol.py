@@ -1,7 +1,7 @@
 """The Convex sync protocol's client messages as frozen msgspec Structs, and the server frames we build.
 
 Decoding happens once, at the socket edge, into one tagged union; everything past this module works with
-typed messages. Server frames are built here too, so the rules of sync-protocol.md §5 live in one place:
+typed messages. Server frames are built here too, so the rules of docs/protocol.md §5 live in one place:
 ``logLines`` always an array, ``errorData`` only for ``AppError``, ``ts`` on every successful mutation.
 """
 

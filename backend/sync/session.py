@@ -376,7 +376,7 @@ class SyncSession:
         if message.baseVersion != self.received_identity:
             self._fatal(f"Authenticate baseVersion {message.baseVersion} != {self.received_identity}")
         identity: Any | None = None
-        # baseVersion of a refused Authenticate: the identity version before it (sync-protocol.md §7). It equals
+        # baseVersion of a refused Authenticate: the identity version before it (docs/protocol.md §7). It equals
         # the last transitioned version unless an earlier Authenticate's Transition is still on its way; the
         # count we received keeps the client from discarding the error as stale in that race.
         if message.tokenType == "User":

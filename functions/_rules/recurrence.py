@@ -1,6 +1,6 @@
 """Expand class templates into dated occurrences in the venue's wall-clock time.
 
-Why this module exists (booking-domain.md T1-T6, T12): ``dateutil.rrule`` repeats the wall-clock part of
+Why this module exists (docs/booking-rules.md T1-T6, T12): ``dateutil.rrule`` repeats the wall-clock part of
 ``DTSTART`` and re-attaches the tzinfo, emits local times that do not exist, and mixes badly with naive
 UNTIL values. Everything here therefore works on venue-local wall time with ``zoneinfo`` and converts to
 UTC exactly once per occurrence, so the result never depends on the server's ``TZ``.

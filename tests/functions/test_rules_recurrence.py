@@ -1,4 +1,4 @@
-"""Recurrence expansion rules T1-T6 and T12 from booking-domain.md, with exact UTC instants."""
+"""Recurrence expansion rules T1-T6 and T12 from docs/booking-rules.md, with exact UTC instants."""
 
 from __future__ import annotations
 

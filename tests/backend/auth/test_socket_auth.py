@@ -1,4 +1,4 @@
-"""Authentication over the sync socket, frame by frame (sync-protocol.md §7) with a raw websockets client.
+"""Authentication over the sync socket, frame by frame (docs/protocol.md §7) with a raw websockets client.
 
 The server confirms an accepted ``Authenticate`` only through a Transition that bumps ``identity``; a refused
 token gets ``AuthError{authUpdateAttempted:true}`` carrying the identity version before it, and an identity

@@ -46,6 +46,8 @@ class BackendConfig:
     run_scheduler: bool = True
     auth: AuthConfig | None = None
     include_testing_functions: bool = False
+    #: Development: callers see an unexpected exception's message (production: only its request id).
+    dev: bool = False
 
 
 class Backend:
@@ -90,6 +92,7 @@ class Backend:
         async with self.pool.acquire() as conn:
             await apply_schema(conn, self.schema, self.config.migrations_dir)
         self._runner = Runner(self.pool, self.schema, self.registry, clock=self.config.clock)
+        self._runner.expose_errors = self.config.dev
         from .reactive.hub import Hub
 
         self.hub = Hub(self)

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import asyncpg
 import msgspec
 
-from .. import knobs
+from .. import calllog, knobs
 from ..db import decode_keys
 from ..errors import AppError, BackendError
+from ..failures import public_message, report
 from ..postgres import init_connection
 from ..registry import FunctionSpec
 from ..values import encode_error_data
@@ -239,6 +240,7 @@ class Hub:
     # -- the loop ----------------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        calllog.source.set("ws")
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=knobs.SCHEDULER_POLL_SECONDS * 5)
@@ -412,7 +414,7 @@ class Hub:
             elif _from_database(error):
                 raise _SnapshotAborted from error
             if not isinstance(error, BackendError):
-                log.exception("live query %s failed", instance.key[0])
+                report(error, f"live query {instance.key[0]}")
             body = _failed_body(error, [])
             self.index.remove(instance.key)
         else:
@@ -550,5 +552,5 @@ def _failed_body(error: BaseException, log_lines: list[str]) -> bytes:
     elif isinstance(error, BackendError):
         body["errorMessage"] = f"[{error.code}] {error.message}"
     else:
-        body["errorMessage"] = "Server Error"
+        body["errorMessage"] = public_message(error)
     return msgspec.json.encode(body)

@@ -88,3 +88,9 @@ CALL_LOG_MAX_VALUE_CHARS = _env_int("BACKEND_CALL_LOG_MAX_VALUE_CHARS", 1000, 80
 CALL_LOG_MAX_LOG_LINES = _env_int("BACKEND_CALL_LOG_MAX_LOG_LINES", 32, 0, 256)
 #: Characters of one traceback in the server log.
 CALL_LOG_MAX_TRACEBACK_CHARS = _env_int("BACKEND_CALL_LOG_MAX_TRACEBACK_CHARS", 16_000, 500, 10_000_000)
+#: Longest lifetime ``python -m backend token --ttl`` signs (seconds).
+DEV_TOKEN_MAX_TTL_SECONDS = _env_float("BACKEND_DEV_TOKEN_MAX_TTL_SECONDS", 365 * 86400.0, 1.0, 86400.0 * 3650)
+#: Seconds between the dev server's checks of functions/, schema.py and migrations/ for saved files.
+DEV_POLL_SECONDS = _env_float("BACKEND_DEV_POLL_SECONDS", 0.1, 0.01, 10.0)
+#: Seconds without further writes before the dev server reloads (one reload per burst of saves).
+DEV_DEBOUNCE_SECONDS = _env_float("BACKEND_DEV_DEBOUNCE_SECONDS", 0.05, 0.0, 10.0)

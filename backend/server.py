@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ class Backend:
         self.scheduler: Any = None
         self.sessions: set[Any] = set()
         self._tasks: list[asyncio.Task[Any]] = []
+        #: Called with this backend after the dev server starts and after each good reload (``backend.dev``).
+        self.on_reload: list[Callable[[Backend], Any]] = []
 
     @property
     def runner(self) -> Runner:

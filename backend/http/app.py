@@ -208,6 +208,7 @@ def create_app(backend: Backend) -> Any:
         debug=False,
         # Anything a handler did not turn into a response: logged once with a request id, never a bare 500.
         exception_handlers={500: lambda _request, error: error_response(error)},
+        logging_config=None,  # the server's log format is set by ``calllog.configure``, not by litestar
     )
     app.state.backend = backend
     return _CollapseSlashes(app)

@@ -140,6 +140,7 @@ class Hub:
         self._carry_touched: set[Subscriber] = set()
         self._applied = False
         self._careful = False
+        self._reload = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -232,6 +233,18 @@ class Hub:
     def complete(self, sub: Subscriber, response: Callable[[int], bytes]) -> None:
         """Queue a mutation response; it goes out with the next snapshot's Transition (ts ≥ its commit)."""
         self._push(_Request(sub, completion=response))
+
+    def reload(self) -> None:
+        """New code was swapped in: resolve every live query against the new registry and re-run it in the
+        next snapshot (subscribers are sent only what changed)."""
+        self._reload = True
+        self._wake.set()
+
+    def _resolve_again(self, instance: QueryInstance) -> None:
+        self.index.remove(instance.key)
+        fresh = self._new_instance(instance.key, instance.key[0], instance.raw_args, instance.identity)
+        instance.spec, instance.kwargs = fresh.spec, fresh.kwargs
+        instance.failed_to_resolve, instance.modification = fresh.failed_to_resolve, fresh.modification
 
     def _push(self, request: _Request) -> None:
         self._requests.append(request)
@@ -328,6 +341,12 @@ class Hub:
                     instance = self.instances.get(owner)  # type: ignore[call-overload]
                     if instance is not None:
                         dirty.add(instance)
+            if self._reload:
+                self._reload = False
+                for instance in self.instances.values():
+                    if instance.subscribers:
+                        self._resolve_again(instance)
+                        dirty.add(instance)
             self._applied = True
             for request in requests:
                 self._apply(request, dirty, touched)
@@ -396,8 +415,10 @@ class Hub:
 
     async def _run(self, conn: asyncpg.Connection, instance: QueryInstance) -> None:
         if instance.spec is None:
-            instance.changed_now = instance.runs == 0
             instance.runs += 1
+            digest = hashlib.blake2b(instance.modification or b"", digest_size=16).digest()
+            instance.changed_now = digest != instance.digest or instance.runs == 1
+            instance.digest = digest
             return
         self.stats["reruns"] += 1
         instance.runs += 1

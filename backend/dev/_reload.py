@@ -81,13 +81,17 @@ def load_app(config: BackendConfig) -> App:
     return App(schema, registry, getattr(crons_module, "crons", None) if crons_module else None)
 
 
-def watched_paths(config: BackendConfig) -> list[Path]:
-    """The functions folder, the schema module's file and the migrations folder."""
-    found: list[Path] = []
+def functions_dirs(config: BackendConfig) -> list[Path]:
     with contextlib.suppress(ImportError, ValueError):
         spec = importlib.util.find_spec(config.functions_package)
         if spec is not None and spec.submodule_search_locations:
-            found.extend(Path(p) for p in spec.submodule_search_locations)
+            return [Path(p) for p in spec.submodule_search_locations]
+    return []
+
+
+def watched_paths(config: BackendConfig) -> list[Path]:
+    """The functions folder, the schema module's file and the migrations folder."""
+    found = functions_dirs(config)
     with contextlib.suppress(ImportError, ValueError):
         spec = importlib.util.find_spec(config.schema_module)
         if spec is not None and spec.origin:
@@ -138,6 +142,14 @@ class Reloader:
         config = backend.config
         self.swap = ModuleSwap((config.functions_package, config.schema_module))
         self.reloads = 0
+        self._functions_dirs = [str(p) + os.sep for p in functions_dirs(config)]
+        self._in_sync = True  # the database matches the schema of the code now serving
+
+    def _schema_untouched(self, changed: set[str] | None) -> bool:
+        """Only files in the functions folder changed since the last good reload: the schema and the
+        migrations are as the database already has them, so checking them again can be skipped."""
+        return (self._in_sync and bool(changed)
+                and all(any(p.startswith(d) for d in self._functions_dirs) for p in changed or ()))
 
     async def reload(self, changed: set[str] | None = None) -> bool:
         """Load the code on disk and swap it in; False (old code still serving) when it is bad."""
@@ -148,18 +160,22 @@ class Reloader:
         try:
             app = load_app(backend.config)
             assert backend.pool is not None
+            ran: list[str] = []
             async with backend.pool.acquire() as conn:
-                ran = await apply_schema(conn, app.schema, backend.config.migrations_dir)
+                if not self._schema_untouched(changed):
+                    ran = await apply_schema(conn, app.schema, backend.config.migrations_dir)
                 if backend.scheduler is not None and app.crons is not None:
                     from ..scheduler._crons import sync_crons
 
                     await sync_crons(conn, app.crons, app.registry, backend.config.clock.now(), prune=True)
         except Exception as error:
             self.swap.rollback()
+            self._in_sync = False
             log.error("%s", describe_failure(error, f"reload failed{_which(changed)}; still serving the last "
                                                    "good version. Fix the file and save again."))
             return False
         self.swap.commit()
+        self._in_sync = True
         backend.schema = backend.runner.schema = app.schema
         backend.registry = backend.runner.registry = app.registry
         if backend.hub is not None:

@@ -399,7 +399,9 @@ class Hub:
             spec = runner.resolve(path, "query", allow_internal=False)
             instance.kwargs = runner.validate_args(spec, args)
             instance.spec = spec  # only once the arguments are valid: a spec here means "run it"
-        except BackendError as error:
+        except Exception as error:  # a BackendError answers the client; anything else is also a bug to log
+            if not isinstance(error, BackendError):
+                report(error, f"live query {path}", expose=self.backend.config.dev)
             instance.failed_to_resolve = error
             instance.modification = _failed_body(error, [])
         return instance

@@ -7,6 +7,7 @@ test edits the copy's files on disk and watches a live subscription over a real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -75,6 +76,14 @@ def copy_app(folder: Path) -> None:
 @pytest.fixture
 async def dev(tmp_path: Path) -> AsyncIterator[DevServer]:
     copy_app(tmp_path)
+    async with spawn(tmp_path) as server:
+        await server.logged("watching functions/")
+        await server.healthy()
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def spawn(tmp_path: Path) -> AsyncIterator[DevServer]:
     database = await create_database("dev")
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database, "BACKEND_JWT_SECRET": "dev-reload-" + "z" * 40,
@@ -88,8 +97,6 @@ async def dev(tmp_path: Path) -> AsyncIterator[DevServer]:
         )
     server = DevServer(tmp_path, port, process, log)
     try:
-        await server.logged("watching functions/")
-        await server.healthy()
         yield server
     finally:
         process.terminate()
@@ -158,3 +165,16 @@ async def test_saves_reach_live_clients_and_bad_saves_keep_the_last_good_version
         await client.until(lambda: client.results.get(notes) == 7, timeout=10)
         assert client.results[counter] == 300
     assert "Traceback" not in dev.output()  # errors were blocks naming files, not engine tracebacks
+
+
+async def test_a_server_started_on_bad_code_waits_for_the_fix(tmp_path: Path) -> None:
+    copy_app(tmp_path)
+    counters = tmp_path / "functions" / "counters.py"
+    good = counters.read_text()
+    counters.write_text(good.replace("async def list_all(ctx: QueryCtx)", "async def list_all(ctx: QueryCtx, cb: object)"))
+    async with spawn(tmp_path) as server:
+        text = await server.logged("the backend cannot start")
+        assert "functions.counters.list_all: argument 'cb': type 'object' cannot be validated" in text
+        counters.write_text(good)
+        await server.healthy()
+        await increment(server, "started")

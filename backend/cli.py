@@ -34,8 +34,16 @@ async def _serve(args: argparse.Namespace) -> int:
     from .http import create_app
     from .server import Backend
 
-    backend = Backend(_config(args))
-    await backend.start()
+    dev = args.command == "dev"
+    config = _config(args)
+    config.dev = dev
+    if dev:
+        from .dev import start_backend
+
+        backend = await start_backend(config)
+    else:
+        backend = Backend(config)
+        await backend.start()
     app = create_app(backend)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning", ws_max_size=knobs.MAX_MESSAGE_BYTES,
@@ -50,9 +58,17 @@ async def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     print(f"backend listening on http://{args.host}:{args.port}", flush=True)
+    watching: asyncio.Task[None] | None = None
+    if dev:
+        from .dev import watch
+
+        watching = asyncio.create_task(watch(backend), name="dev-watch")
+        print("watching functions/, schema.py and migrations/ for changes", flush=True)
     try:
         await server.serve()
     finally:
+        if watching is not None:
+            watching.cancel()
         await backend.stop()
         print("backend stopped", flush=True)
     return 0
@@ -77,17 +93,34 @@ async def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+class CliError(Exception):
+    """A mistake in the command line or its environment: printed as one ``error: …`` line, exit status 1."""
+
+
+def _json_args(text: str) -> Any:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError as error:
+        raise CliError(f"args must be a JSON object such as '{{\"name\": \"x\"}}' ({error})") from None
+    if not isinstance(value, dict):
+        raise CliError(f"args must be a JSON object such as '{{\"name\": \"x\"}}', not {type(value).__name__}")
+    return value
+
+
 async def _run(args: argparse.Namespace) -> int:
+    from . import calllog
     from .server import Backend
 
+    calllog.source.set("cli")
+    fn_args = _json_args(args.args)
     config = _config(args)
     config.run_scheduler = False
+    config.dev = True
     backend = Backend(config)
-    await backend.start()
+    spec = backend.registry.resolve(args.path, allow_internal=True)  # before starting: fail fast
+    identity = backend.verify_token(args.token) if args.token else None
     try:
-        fn_args = json.loads(args.args) if args.args else {}
-        identity = backend.verify_token(args.token) if args.token else None
-        spec = backend.registry.resolve(args.path, allow_internal=True)
+        await backend.start()
         runner = backend.runner
         call = {"query": runner.query, "mutation": runner.mutation, "action": runner.action}[spec.kind]
         outcome = await call(spec.path, fn_args, identity, allow_internal=True)
@@ -96,7 +129,9 @@ async def _run(args: argparse.Namespace) -> int:
     for line in outcome.log_lines:
         print(line, file=sys.stderr)
     if outcome.error is not None:
-        print(f"error: {outcome.error}", file=sys.stderr)
+        error = outcome.error
+        code = getattr(error, "code", None) or type(error).__name__
+        print(f"error: {code}: {getattr(error, 'message', None) or error}", file=sys.stderr)
         return 1
     print(msgspec.json.format(msgspec.json.encode(outcome.value)).decode())
     return 0
@@ -107,18 +142,75 @@ def _token(args: argparse.Namespace) -> int:
 
     config = AuthConfig.from_env(Path(args.data_dir))
     if config.hs256_secret is None:
-        print("no HS256 secret configured (BACKEND_JWT_SECRET or the data dir's dev secret)", file=sys.stderr)
-        return 2
-    token = mint_dev_token(
-        config.hs256_secret, args.sub, name=args.name, email=args.email, ttl_seconds=args.ttl,
-        issuer=config.issuer or "tidewater-dev", audience=config.audience,
-    )
+        raise CliError("no HS256 secret configured (BACKEND_JWT_SECRET or the data dir's dev secret)")
+    try:
+        token = mint_dev_token(
+            config.hs256_secret, args.sub, name=args.name, email=args.email, ttl_seconds=args.ttl,
+            issuer=config.issuer or "tidewater-dev", audience=config.audience,
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from None
     print(token)
     return 0
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _ttl(text: str) -> float:
+    """``3600``, ``90s``, ``30m``, ``12h`` or ``7d``: positive, at most ``knobs.DEV_TOKEN_MAX_TTL_SECONDS``."""
+    from . import knobs
+
+    raw = text.strip().lower()
+    unit = _UNITS.get(raw[-1:], 0.0)
+    try:
+        seconds = float(raw[:-1] if unit else raw) * (unit or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 3600, 30m, 12h or 7d") from None
+    if not 0 < seconds <= knobs.DEV_TOKEN_MAX_TTL_SECONDS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be more than 0 and at most {knobs.DEV_TOKEN_MAX_TTL_SECONDS:.0f} seconds")
+    return seconds
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes print one line (``--help`` shows the rest), exit status 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _database_down(error: BaseException) -> bool:
+    import asyncpg
+
+    return isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
+                      | asyncpg.InvalidCatalogNameError | asyncpg.InvalidAuthorizationSpecificationError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend")
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        from .errors import BackendError
+
+        if isinstance(error, CliError):
+            text = str(error)
+        elif isinstance(error, BackendError):
+            text = f"{error.code}: {error.message}"
+        elif _database_down(error):
+            text = f"cannot reach the database ({type(error).__name__}: {error}); is DATABASE_URL right?"
+        elif isinstance(error, TypeError | ImportError | SyntaxError):  # the app's code failed to load
+            text = f"{type(error).__name__}: {error}"
+        else:
+            raise
+        print(f"error: {text}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m backend")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("dev", "serve"):
         cmd = commands.add_parser(name, help="start the server")
@@ -137,11 +229,16 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--sub", required=True)
     token.add_argument("--name", default=None)
     token.add_argument("--email", default=None)
-    token.add_argument("--ttl", type=float, default=3600.0)
+    token.add_argument("--ttl", type=_ttl, default=3600.0, help="lifetime: seconds, or 30m, 12h, 7d (default 1h)")
     token.add_argument("--data-dir", default=".data")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("BACKEND_LOG_LEVEL", "WARNING"))
+    from . import calllog
+
+    logging.getLogger().setLevel(os.environ.get("BACKEND_LOG_LEVEL", "WARNING"))
+    calllog.configure(calls=args.command == "dev")
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    if args.command == "dev":
+        logging.getLogger("backend.dev").setLevel(logging.INFO)
     sys.path.insert(0, os.getcwd())
     if args.command in ("dev", "serve"):
         return asyncio.run(_serve(args))

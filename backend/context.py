@@ -29,6 +29,13 @@ class Auth:
 
 @dataclass
 class QueryCtx:
+    """A query's ``ctx``: ``db`` reads (recorded for invalidation), ``auth``, ``log``, ``now`` (the call's clock),
+    and for a tenant-scoped function ``tenant`` (the business id) and ``member`` (the caller's membership).
+
+    ``ctx.log("text", value)`` (or ``.debug/.info/.warn/.error``) and ``print`` add lines the caller sees in
+    ``logLines`` and the server prints under the call's line (see ``backend.logs``).
+    """
+
     db: DatabaseReader
     auth: Auth
     log: LogCollector
@@ -39,6 +46,8 @@ class QueryCtx:
 
 @dataclass
 class MutationCtx:
+    """A mutation's ``ctx``: as ``QueryCtx``, with ``db`` that also writes and ``scheduler``."""
+
     db: DatabaseWriter
     auth: Auth
     log: LogCollector
@@ -50,6 +59,9 @@ class MutationCtx:
 
 @dataclass
 class ActionCtx:
+    """An action's ``ctx``: ``auth``, ``log``, ``now``, ``scheduler`` and ``run_query/run_mutation/run_action``
+    (no ``db``: an action runs outside any transaction)."""
+
     auth: Auth
     log: LogCollector
     now: dt.datetime

@@ -67,3 +67,30 @@ SESSION_REQUEST_RETENTION_SECONDS = _env_float(
 )
 #: Seconds a commit-log row is kept; a node further behind than this rebuilds its subscriptions.
 COMMIT_LOG_RETENTION_SECONDS = _env_float("BACKEND_COMMIT_LOG_RETENTION_SECONDS", 3600.0, 10.0, 86400.0 * 30)
+
+
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in choices:
+        raise ValueError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw
+
+
+#: How the server prints its log: ``text`` (one readable line per record) or ``json`` (one object per line).
+LOG_FORMAT = _env_choice("BACKEND_LOG_FORMAT", "text", ("text", "json"))
+#: Which calls get a log line: ``failures`` (default for ``serve``), or ``all`` (always so for ``dev``).
+LOG_CALLS = _env_choice("BACKEND_LOG_CALLS", "failures", ("failures", "all"))
+#: Characters of one value in a call's log line (a message, one of its log lines); longer ones are cut.
+CALL_LOG_MAX_VALUE_CHARS = _env_int("BACKEND_CALL_LOG_MAX_VALUE_CHARS", 1000, 80, 1_000_000)
+#: A call's own log lines shown under its line in the server log (all of them still go to the caller).
+CALL_LOG_MAX_LOG_LINES = _env_int("BACKEND_CALL_LOG_MAX_LOG_LINES", 32, 0, 256)
+#: Characters of one traceback in the server log.
+CALL_LOG_MAX_TRACEBACK_CHARS = _env_int("BACKEND_CALL_LOG_MAX_TRACEBACK_CHARS", 16_000, 500, 10_000_000)
+#: Longest lifetime ``python -m backend token --ttl`` signs (seconds).
+DEV_TOKEN_MAX_TTL_SECONDS = _env_float("BACKEND_DEV_TOKEN_MAX_TTL_SECONDS", 365 * 86400.0, 1.0, 86400.0 * 3650)
+#: Seconds between the dev server's checks of functions/, schema.py and migrations/ for saved files.
+DEV_POLL_SECONDS = _env_float("BACKEND_DEV_POLL_SECONDS", 0.1, 0.01, 10.0)
+#: Seconds without further writes before the dev server reloads (one reload per burst of saves).
+DEV_DEBOUNCE_SECONDS = _env_float("BACKEND_DEV_DEBOUNCE_SECONDS", 0.05, 0.0, 10.0)

@@ -1,5 +1,13 @@
 """Function log lines: ``ctx.log`` and ``print`` inside a function come back to the caller as ``logLines``.
 
+>>> ctx.log("booked", booking_id)          # same as ctx.log.log(...): level LOG
+>>> ctx.log.info("horizon", {"days": 30})  # also .debug, .warn, .error
+>>> print("plain text")                    # captured as a LOG line of this call
+
+Values are joined with spaces; strings are quoted, everything else is JSON (``repr`` when not JSON-able).
+The lines go back to the caller (the official clients print them in the browser console) and appear under
+the call's line in the server's call log. A call keeps at most 256 lines of at most 4,096 characters each.
+
 Lines look like ``[LOG] 'text'`` or ``[ERROR] …`` so the official clients print them as
 ``[CONVEX Q(path)] [LOG] 'text'``. ``print`` is captured per task through a context variable, so concurrent
 functions never mix their lines.
@@ -44,8 +52,15 @@ class LogCollector:
         text = " ".join(_render(p) for p in parts)
         self.lines.append(f"[{level}] {text[:_MAX_LINE_CHARS]}")
 
+    def __call__(self, *parts: Any) -> None:
+        """``ctx.log(...)`` is ``ctx.log.log(...)``, like ``console.log``."""
+        self._add("LOG", parts)
+
     def log(self, *parts: Any) -> None:
         self._add("LOG", parts)
+
+    def debug(self, *parts: Any) -> None:
+        self._add("DEBUG", parts)
 
     def info(self, *parts: Any) -> None:
         self._add("INFO", parts)
@@ -85,7 +100,7 @@ class _PrintRouter(io.TextIOBase):
         buffered = self._pending.get(key, "") + text
         *complete, rest = buffered.split("\n")
         for line in complete:
-            collector.lines.append(f"[LOG] '{line}'") if len(collector.lines) < _MAX_LINES else None
+            collector._add("LOG", (line,))
         self._pending[key] = rest
         if not rest:
             self._pending.pop(key, None)

@@ -21,12 +21,11 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from . import knobs
+from . import calllog, knobs
 from .clock import Clock, SystemClock
 from .context import ActionCtx, Auth, MutationCtx, QueryCtx
 from .db import DatabaseReader, DatabaseWriter, ReadSet, Txn, encode_keys
 from .errors import (
-    AppError,
     BackendError,
     Conflict,
     InvalidArgs,
@@ -86,6 +85,8 @@ class Runner:
         self.on_commit = on_commit
         self.scheduler_factory = scheduler_factory
         self.retries = 0
+        #: Tell callers what an unexpected exception said (development), not only its request id.
+        self.expose_errors = False
         self._lanes: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- shared ------------------------------------------------------------------------------------------
@@ -116,20 +117,25 @@ class Runner:
 
     @staticmethod
     def _body_failed(spec: FunctionSpec, error: BaseException) -> BaseException:
-        if isinstance(error, AppError | BackendError):
-            if isinstance(error, InvalidReturn):
-                log.error("%s", error.message)
-            return error
-        log.exception("function %s raised", spec.path, exc_info=error)
+        """The body's error, reported once by the call log line (with its traceback when it is a bug)."""
         return error
+
+    def _refused(self, started: float, kind: Kind, path: Any, error: BaseException) -> None:
+        shown = path.spec.path if isinstance(path, RegisteredFunction) else str(path)
+        calllog.raised(started, kind, shown, error, expose=self.expose_errors)
 
     # -- queries -----------------------------------------------------------------------------------------
 
     async def query(
         self, path: str | RegisteredFunction[Any, Any], args: Any, identity: Any | None, *, allow_internal: bool = False
     ) -> Outcome:
-        spec = self.resolve(path, "query", allow_internal)
-        kwargs = self.validate_args(spec, args)
+        started = calllog.start()
+        try:
+            spec = self.resolve(path, "query", allow_internal)
+            kwargs = self.validate_args(spec, args)
+        except BackendError as error:
+            self._refused(started, "query", path, error)
+            raise
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await self.execute_query(conn, spec, kwargs, identity)
 
@@ -137,6 +143,18 @@ class Runner:
         self, conn: Connection, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None
     ) -> Outcome:
         """Run a query inside the caller's open read-only transaction (one snapshot for a whole batch)."""
+        started = calllog.start()
+        try:
+            outcome = await self._execute_query(conn, spec, kwargs, identity)
+        except Exception as error:
+            calllog.raised(started, "query", spec.path, error, expose=self.expose_errors)
+            raise
+        calllog.finished(started, "query", spec.path, outcome.error, outcome.log_lines, expose=self.expose_errors)
+        return outcome
+
+    async def _execute_query(
+        self, conn: Connection, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None
+    ) -> Outcome:
         now = self.clock.now()
         txn = Txn(conn, self.schema, now, read_only=True, function_path=spec.path,
                   actor=_subject(identity), cross_tenant=spec.cross_tenant)
@@ -171,8 +189,13 @@ class Runner:
         allow_internal: bool = False,
         request_id: str | None = None,
     ) -> Outcome:
-        spec = self.resolve(path, "mutation", allow_internal)
-        kwargs = self.validate_args(spec, args)
+        started = calllog.start()
+        try:
+            spec = self.resolve(path, "mutation", allow_internal)
+            kwargs = self.validate_args(spec, args)
+        except BackendError as error:
+            self._refused(started, "mutation", path, error)
+            raise
         return await self.execute_mutation(spec, kwargs, identity, session=session, request_id=request_id)
 
     async def execute_mutation(
@@ -189,6 +212,30 @@ class Runner:
         """``fresh_session``: the socket is its session's first, so nothing can have been stored for it yet
         and the first attempt skips the replay lookup (the stored row's primary key still catches a
         duplicate, and the retry then finds it)."""
+        started = calllog.start()
+        try:
+            outcome = await self._execute_mutation(
+                spec, kwargs, identity, session=session, request_id=request_id, before_commit=before_commit,
+                fresh_session=fresh_session,
+            )
+        except Exception as error:
+            calllog.raised(started, "mutation", spec.path, error, expose=self.expose_errors)
+            raise
+        calllog.finished(started, "mutation", spec.path, outcome.error, outcome.log_lines,
+                         expose=self.expose_errors, attempts=outcome.attempts)
+        return outcome
+
+    async def _execute_mutation(
+        self,
+        spec: FunctionSpec,
+        kwargs: dict[str, Any],
+        identity: Any | None,
+        *,
+        session: tuple[str, int] | None,
+        request_id: str | None,
+        before_commit: Callable[[Txn], Awaitable[None]] | None,
+        fresh_session: bool,
+    ) -> Outcome:
         attempt = 0
         unique_retries = 0
         lane: asyncio.Lock | None = None
@@ -332,11 +379,26 @@ class Runner:
     async def action(
         self, path: str | RegisteredFunction[Any, Any], args: Any, identity: Any | None, *, allow_internal: bool = False
     ) -> Outcome:
-        spec = self.resolve(path, "action", allow_internal)
-        kwargs = self.validate_args(spec, args)
+        started = calllog.start()
+        try:
+            spec = self.resolve(path, "action", allow_internal)
+            kwargs = self.validate_args(spec, args)
+        except BackendError as error:
+            self._refused(started, "action", path, error)
+            raise
         return await self.execute_action(spec, kwargs, identity)
 
     async def execute_action(self, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None) -> Outcome:
+        started = calllog.start()
+        try:
+            outcome = await self._execute_action(spec, kwargs, identity)
+        except Exception as error:
+            calllog.raised(started, "action", spec.path, error, expose=self.expose_errors)
+            raise
+        calllog.finished(started, "action", spec.path, outcome.error, outcome.log_lines, expose=self.expose_errors)
+        return outcome
+
+    async def _execute_action(self, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None) -> Outcome:
         collector = LogCollector()
         now = self.clock.now()
 

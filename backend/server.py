@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ class BackendConfig:
     run_scheduler: bool = True
     auth: AuthConfig | None = None
     include_testing_functions: bool = False
+    #: Development: callers see an unexpected exception's message (production: only its request id).
+    dev: bool = False
 
 
 class Backend:
@@ -63,6 +66,8 @@ class Backend:
         self.scheduler: Any = None
         self.sessions: set[Any] = set()
         self._tasks: list[asyncio.Task[Any]] = []
+        #: Called with this backend after the dev server starts and after each good reload (``backend.dev``).
+        self.on_reload: list[Callable[[Backend], Any]] = []
 
     @property
     def runner(self) -> Runner:
@@ -90,6 +95,7 @@ class Backend:
         async with self.pool.acquire() as conn:
             await apply_schema(conn, self.schema, self.config.migrations_dir)
         self._runner = Runner(self.pool, self.schema, self.registry, clock=self.config.clock)
+        self._runner.expose_errors = self.config.dev
         from .reactive.hub import Hub
 
         self.hub = Hub(self)

@@ -18,6 +18,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 import msgspec
+import msgspec.inspect
 
 from . import ids
 
@@ -184,6 +185,9 @@ class ArgsValidator:
                 raise TypeError(f"{qualname}: *args/**kwargs are not allowed; declare each argument")
             if param.name not in hints:
                 raise TypeError(f"{qualname}: argument {param.name!r} has no type annotation")
+            _check_supported(hints[param.name], f"{qualname}: argument {param.name!r}")
+            if param.default is not inspect.Parameter.empty:
+                _check_default(hints[param.name], param.default, f"{qualname}: argument {param.name!r}")
             if param.default is inspect.Parameter.empty:
                 fields.append((param.name, hints[param.name]))
             else:
@@ -238,7 +242,52 @@ def return_validator(fn: Callable[..., Any], qualname: str) -> ReturnValidator:
     hints = _hints(fn, qualname)
     if "return" not in hints:
         raise TypeError(f"{qualname}: missing return annotation (use '-> None' for no result)")
+    _check_supported(hints["return"], f"{qualname}: return annotation")
     return ReturnValidator(hints["return"])
+
+
+_SUPPORTED = (
+    "str, int, float, bool, None, bytes, list[...], dict[str, ...], tuple[...], a Literal, a union, "
+    "a msgspec Struct, Id['table'], TimeZone, Instant, LocalDate, LocalTime or Any"
+)
+
+
+def _check_supported(kind: Any, where: str) -> None:
+    """Refuse at registration a type msgspec would hand to ``_dec_hook`` with no rule to apply: otherwise
+    the first call fails deep inside validation instead of the import naming the function."""
+    try:
+        info = msgspec.inspect.type_info(kind)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{where}: type {kind!r} cannot be validated ({error}); use {_SUPPORTED}") from None
+    seen: set[int] = set()
+    stack: list[Any] = [info]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, msgspec.inspect.CustomType) and not hasattr(node.cls, "_validate"):
+            name = getattr(node.cls, "__qualname__", repr(node.cls))
+            raise TypeError(f"{where}: type {name!r} cannot be validated; use {_SUPPORTED}")
+        for value in _slots(node):
+            items = value if isinstance(value, tuple) else (value,)
+            for item in items:
+                if isinstance(item, msgspec.inspect.Type):
+                    stack.append(item)
+                elif isinstance(item, msgspec.inspect.Field):
+                    stack.append(item.type)
+
+
+def _slots(node: Any) -> list[Any]:
+    return [getattr(node, name) for name in getattr(type(node), "__struct_fields__", ())]
+
+
+def _check_default(kind: Any, default: Any, where: str) -> None:
+    """A default must itself be a valid value of the argument's type (a lambda or an object is not)."""
+    try:
+        msgspec.convert(default, kind, dec_hook=_dec_hook, builtin_types=(dt.datetime, dt.date, bytes))
+    except (msgspec.ValidationError, TypeError, ValueError, NotImplementedError) as error:
+        raise TypeError(f"{where}: default {default!r:.60} is not a valid value of its type ({error})") from None
 
 
 def _hints(fn: Callable[..., Any], qualname: str) -> dict[str, Any]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import msgspec
 from litestar import Response
 
 from ..errors import AppError, BackendError
+from ..failures import public_message, report
 from ..runner import Outcome
 from ..values import encode_error_data
-
-log = logging.getLogger("backend.http")
 
 _JSON = "application/json"
 
@@ -24,8 +22,8 @@ def json_response(body: Any, status: int = 200) -> Response[bytes]:
 def error_response(error: BaseException) -> Response[bytes]:
     if isinstance(error, BackendError):
         return json_response(error.to_wire(), error.status)
-    log.error("unexpected error", exc_info=error)
-    return json_response({"code": "InternalServerError", "message": "Server Error"}, 500)
+    report(error, "HTTP request")  # a no-op when the call's log line already showed it
+    return json_response({"code": "InternalServerError", "message": public_message(error)}, 500)
 
 
 def outcome_response(outcome: Outcome) -> Response[bytes]:

@@ -12,7 +12,7 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from .. import knobs
+from .. import calllog, knobs
 from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated, Unavailable
 from ._responses import error_response, json_response, outcome_response
 
@@ -90,6 +90,7 @@ async def _call(request: Request[Any, Any, Any], kind: str, path: str, args: Any
     backend = _backend(request)
     identity = _identity(request)
     runner = backend.runner
+    calllog.source.set("http")
     try:
         if kind == "query":
             outcome = await runner.query(path, args, identity)
@@ -97,8 +98,8 @@ async def _call(request: Request[Any, Any, Any], kind: str, path: str, args: Any
             outcome = await runner.mutation(path, args, identity)
         else:
             outcome = await runner.action(path, args, identity)
-    except _DATABASE_DOWN:
-        log.warning("database unavailable for %s", path, exc_info=True)
+    except _DATABASE_DOWN as error:  # the call's own log line already holds the traceback
+        log.warning("database unavailable for %s: %s: %s", path, type(error).__name__, error)
         raise Unavailable("the database is unavailable; nothing was done, try again") from None
     return outcome_response(outcome)
 
@@ -205,6 +206,9 @@ def create_app(backend: Backend) -> Any:
         request_max_body_size=knobs.MAX_MESSAGE_BYTES,
         openapi_config=None,
         debug=False,
+        # Anything a handler did not turn into a response: logged once with a request id, never a bare 500.
+        exception_handlers={500: lambda _request, error: error_response(error)},
+        logging_config=None,  # the server's log format is set by ``calllog.configure``, not by litestar
     )
     app.state.backend = backend
     return _CollapseSlashes(app)

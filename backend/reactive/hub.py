@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import asyncpg
 import msgspec
 
-from .. import knobs
+from .. import calllog, knobs
 from ..db import decode_keys
 from ..errors import AppError, BackendError
+from ..failures import public_message, report
 from ..postgres import init_connection
 from ..registry import FunctionSpec
 from ..values import encode_error_data
@@ -139,6 +140,7 @@ class Hub:
         self._carry_touched: set[Subscriber] = set()
         self._applied = False
         self._careful = False
+        self._reload = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -232,6 +234,18 @@ class Hub:
         """Queue a mutation response; it goes out with the next snapshot's Transition (ts ≥ its commit)."""
         self._push(_Request(sub, completion=response))
 
+    def reload(self) -> None:
+        """New code was swapped in: resolve every live query against the new registry and re-run it in the
+        next snapshot (subscribers are sent only what changed)."""
+        self._reload = True
+        self._wake.set()
+
+    def _resolve_again(self, instance: QueryInstance) -> None:
+        self.index.remove(instance.key)
+        fresh = self._new_instance(instance.key, instance.key[0], instance.raw_args, instance.identity)
+        instance.spec, instance.kwargs = fresh.spec, fresh.kwargs
+        instance.failed_to_resolve, instance.modification = fresh.failed_to_resolve, fresh.modification
+
     def _push(self, request: _Request) -> None:
         self._requests.append(request)
         self._wake.set()
@@ -239,6 +253,7 @@ class Hub:
     # -- the loop ----------------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        calllog.source.set("ws")
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=knobs.SCHEDULER_POLL_SECONDS * 5)
@@ -326,6 +341,12 @@ class Hub:
                     instance = self.instances.get(owner)  # type: ignore[call-overload]
                     if instance is not None:
                         dirty.add(instance)
+            if self._reload:
+                self._reload = False
+                for instance in self.instances.values():
+                    if instance.subscribers:
+                        self._resolve_again(instance)
+                        dirty.add(instance)
             self._applied = True
             for request in requests:
                 self._apply(request, dirty, touched)
@@ -378,7 +399,9 @@ class Hub:
             spec = runner.resolve(path, "query", allow_internal=False)
             instance.kwargs = runner.validate_args(spec, args)
             instance.spec = spec  # only once the arguments are valid: a spec here means "run it"
-        except BackendError as error:
+        except Exception as error:  # a BackendError answers the client; anything else is also a bug to log
+            if not isinstance(error, BackendError):
+                report(error, f"live query {path}", expose=self.backend.config.dev)
             instance.failed_to_resolve = error
             instance.modification = _failed_body(error, [])
         return instance
@@ -394,8 +417,10 @@ class Hub:
 
     async def _run(self, conn: asyncpg.Connection, instance: QueryInstance) -> None:
         if instance.spec is None:
-            instance.changed_now = instance.runs == 0
             instance.runs += 1
+            digest = hashlib.blake2b(instance.modification or b"", digest_size=16).digest()
+            instance.changed_now = digest != instance.digest or instance.runs == 1
+            instance.digest = digest
             return
         self.stats["reruns"] += 1
         instance.runs += 1
@@ -412,7 +437,7 @@ class Hub:
             elif _from_database(error):
                 raise _SnapshotAborted from error
             if not isinstance(error, BackendError):
-                log.exception("live query %s failed", instance.key[0])
+                report(error, f"live query {instance.key[0]}")
             body = _failed_body(error, [])
             self.index.remove(instance.key)
         else:
@@ -550,5 +575,5 @@ def _failed_body(error: BaseException, log_lines: list[str]) -> bytes:
     elif isinstance(error, BackendError):
         body["errorMessage"] = f"[{error.code}] {error.message}"
     else:
-        body["errorMessage"] = "Server Error"
+        body["errorMessage"] = public_message(error)
     return msgspec.json.encode(body)

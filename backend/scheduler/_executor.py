@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import msgspec
 
+from .. import calllog
 from ..auth import UserIdentity
 from ..db import Txn
 from ..errors import BackendError, Conflict
@@ -53,6 +54,7 @@ def identity_from(stored: Any) -> Any | None:
 
 async def run_job(service: Scheduler, row: Any, node: int) -> None:
     """Run a job this node has claimed and record how it ended (never leaving it in_progress)."""
+    calllog.source.set("job")
     try:
         await _run_job(service, row, node)
     except asyncio.CancelledError:

@@ -2,7 +2,14 @@
 
 Additive changes (new tables, nullable columns, indexes) are applied at start. A dropped column, a changed
 type or a new NOT NULL column on a table that has rows needs a migration: a module in ``migrations/`` with
-``async def up(conn)``, applied once, in name order, before the schema is compared.
+``async def up(conn)``, applied once, in name order. Migrations change existing data, so:
+
+- on an existing database, tables new in the schema are created first (a migration may fill them), then the
+  pending migrations run, then the schema is compared and the rest applied;
+- on a fresh database (none of the schema's tables exist) the schema is created as declared and every
+  migration is recorded as applied without running: there is no data for them to change.
+
+Everything happens in one transaction, so a refused change leaves the database as it was.
 """
 
 from __future__ import annotations
@@ -77,14 +84,21 @@ def _index_ddl(table: TableSpec, index: IndexSpec) -> str | None:
     )
 
 
-async def apply_migrations(conn: Connection, folder: Path) -> list[str]:
-    """Run the not-yet-applied ``migrations/*.py`` modules, each in its own transaction."""
+def _migration_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("[0-9]*.py")) if folder.is_dir() else []
+
+
+async def apply_migrations(conn: Connection, folder: Path, *, record_only: bool = False) -> list[str]:
+    """Run the not-yet-applied ``migrations/*.py`` modules, each in its own transaction (or savepoint);
+    ``record_only``: mark them applied without running them (a fresh database has nothing to migrate)."""
     applied: list[str] = []
-    if not folder.is_dir():
-        return applied
     done = {r["name"] for r in await conn.fetch("SELECT name FROM _migrations")}
-    for path in sorted(folder.glob("[0-9]*.py")):
+    for path in _migration_files(folder):
         if path.stem in done:
+            continue
+        if record_only:
+            await conn.execute("INSERT INTO _migrations (name) VALUES ($1)", path.stem)
+            applied.append(path.stem)
             continue
         spec = importlib.util.spec_from_file_location(f"_migration_{path.stem}", path)
         if spec is None or spec.loader is None:
@@ -117,18 +131,23 @@ def _same_type(declared: str, existing: str) -> bool:
 async def apply_schema(conn: Connection, schema: Schema, migrations: Path | None = None) -> list[str]:
     """Create or extend every table and index; return the statements that ran."""
     ran: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-    try:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
         for statement in SYSTEM_DDL:
             await conn.execute(statement)
-        if migrations is not None:
-            await apply_migrations(conn, migrations)
+        if migrations is not None and _migration_files(migrations):
+            missing = [t for t in schema.tables.values() if not await _existing_columns(conn, t.name)]
+            fresh = len(missing) == len(schema.tables)
+            if not fresh:
+                for table in missing:  # new tables first: a migration may fill them from old ones
+                    ran += await _apply_table(conn, table)
+                for table in missing:
+                    ran += await _apply_references(conn, table)
+            await apply_migrations(conn, migrations, record_only=fresh)
         for table in schema.tables.values():
             ran += await _apply_table(conn, table)
         for table in schema.tables.values():
             ran += await _apply_references(conn, table)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return ran
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from ..errors import AppError, BackendError
+from ..failures import public_message
 from ..values import encode_error_data
 
 __all__ = [
@@ -134,7 +135,7 @@ def _error_fields(error: BaseException) -> dict[str, Any]:
         return {"result": str(error.message), "errorData": encode_error_data(error.data)}
     if isinstance(error, BackendError):
         return {"result": f"[{error.code}] {error.message}"}
-    return {"result": "Server Error"}
+    return {"result": public_message(error)}
 
 
 def mutation_success(request_id: int, value: Any, log_lines: list[str], ts: int) -> bytes:

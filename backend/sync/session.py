@@ -22,9 +22,10 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .. import knobs
+from .. import calllog, knobs
 from ..auth._identity import format_time
 from ..errors import BackendError, InvalidRequest
+from ..failures import report
 from ..registry import canonical_path
 from ..runner import Outcome
 from . import protocol as p
@@ -215,6 +216,7 @@ class SyncSession:
         client sends nothing by cancelling that task's wait (``_stop_reading``)."""
         task = self._task = asyncio.current_task()
         assert task is not None
+        calllog.source.set("ws")
         self.backend.sessions.add(self)
         pings = keepalive()
         pings.add(self)
@@ -482,7 +484,7 @@ class SyncSession:
                 hub.release(sub)
             raise
         except Exception as error:  # a bug or a lost database: answer it, keep serving later mutations
-            log.exception("mutation %s failed unexpectedly", message.udfPath)
+            report(error, f"mutation {message.udfPath}", expose=self.backend.config.dev)
             outcome = Outcome(error=error)
         # Every response, failures included, goes out through the hub followed by a Transition, as the real
         # server does: the Rust client completes a mutation that failed with errorData only at a Transition.

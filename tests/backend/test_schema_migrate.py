@@ -105,3 +105,56 @@ async def test_a_migration_makes_the_destructive_change(conn: asyncpg.Connection
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'mig_things'")}
     assert "size" not in columns
     assert await conn.fetchval("SELECT count(*) FROM _migrations WHERE name = '0001_drop_size'") == 1
+
+
+class Tag(Document, tablename="mig_tags"):
+    thing_id = ForeignKey(ThingV2, null=False)
+    size = Integer()
+
+
+def drop_size_migration(folder: Path) -> None:
+    (folder / "0001_drop_size.py").write_text(
+        "async def up(conn):\n    await conn.execute('ALTER TABLE mig_things DROP COLUMN size')\n"
+    )
+
+
+async def test_migrations_on_a_fresh_database_are_recorded_not_run(conn: asyncpg.Connection, tmp_path: Path) -> None:
+    drop_size_migration(tmp_path)  # refers to a column a fresh database never had
+    ran = await apply_schema(conn, define_schema([Owner, ThingDropped]), tmp_path)
+    assert any(s.startswith('CREATE TABLE "mig_things"') for s in ran)
+    assert await conn.fetchval("SELECT count(*) FROM _migrations WHERE name = '0001_drop_size'") == 1
+    (tmp_path / "0002_fill.py").write_text(
+        "async def up(conn):\n    await conn.execute(\"INSERT INTO mig_owners (_id, _creation_time, name) "
+        "VALUES ('from-0002', 0, 'x')\")\n"
+    )
+    await apply_schema(conn, define_schema([Owner, ThingDropped]), tmp_path)  # an existing database: it runs
+    assert await conn.fetchval("SELECT name FROM mig_owners WHERE _id = 'from-0002'") == "x"
+
+
+async def test_a_migration_can_fill_a_table_new_in_the_schema(conn: asyncpg.Connection, tmp_path: Path) -> None:
+    await apply_schema(conn, define_schema([Owner, ThingV2]))
+    await conn.execute("INSERT INTO mig_owners (_id, _creation_time, name) VALUES ('o', 0, 'x')")
+    await conn.execute("INSERT INTO mig_things (_id, _creation_time, owner_id, label, size) VALUES ('t', 0, 'o', 'a', 3)")
+    (tmp_path / "0001_sizes_to_tags.py").write_text(
+        "async def up(conn):\n"
+        "    await conn.execute(\"INSERT INTO mig_tags (_id, _creation_time, thing_id, size) "
+        "SELECT 'tag-' || _id, 0, _id, size FROM mig_things\")\n"
+        "    await conn.execute('ALTER TABLE mig_things DROP COLUMN size')\n"
+    )
+
+    class ThingMoved(Document, tablename="mig_things", soft_delete=True):
+        owner_id = ForeignKey(Owner, null=False)
+        label = Varchar()
+        colour = Varchar(null=True)
+
+    await apply_schema(conn, define_schema([Owner, ThingMoved, Tag]), tmp_path)
+    assert await conn.fetchval("SELECT size FROM mig_tags WHERE thing_id = 't'") == 3
+
+
+async def test_a_refused_change_leaves_the_database_as_it_was(conn: asyncpg.Connection) -> None:
+    await apply_schema(conn, define_schema([Owner, ThingV2]))
+    await conn.execute("INSERT INTO mig_owners (_id, _creation_time, name) VALUES ('o', 0, 'x')")
+    await conn.execute("INSERT INTO mig_things (_id, _creation_time, owner_id, label, size) VALUES ('t', 0, 'o', 'a', 1)")
+    with pytest.raises(SchemaError, match="columns"):
+        await apply_schema(conn, define_schema([Owner, ThingDropped, Tag]))
+    assert await conn.fetchval("SELECT to_regclass('mig_tags')") is None

@@ -82,3 +82,34 @@ def test_decorators_keep_the_function_callable() -> None:
 )
 def test_function_paths_are_canonicalised(raw: str, canonical: str) -> None:
     assert canonical_path(raw) == canonical
+
+
+class _Opaque:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("async def bad(ctx, cb: object) -> None: ...", "bad: argument 'cb': type 'object' cannot be validated"),
+        ("async def bad(ctx, cb: _Opaque) -> None: ...", "bad: argument 'cb': type '_Opaque' cannot be validated"),
+        ("async def bad(ctx, xs: list[dict[str, _Opaque]]) -> None: ...",
+         "bad: argument 'xs': type '_Opaque' cannot be validated"),
+        ("async def bad(ctx, n: int = (lambda: 1)) -> None: ...", "bad: argument 'n': default <function"),
+        ("async def bad(ctx) -> _Opaque: ...", "bad: return annotation: type '_Opaque' cannot be validated"),
+    ],
+)
+def test_annotations_the_validators_cannot_handle_fail_at_registration(source: str, message: str) -> None:
+    namespace: dict[str, object] = {"_Opaque": _Opaque}
+    exec(source, namespace)
+    with pytest.raises(TypeError) as refused:
+        mutation(namespace["bad"])
+    assert message in str(refused.value)
+
+
+def test_supported_annotations_and_defaults_register() -> None:
+    async def fine(ctx: object, slots: list[Slot], tz: TimeZone | None = None, tags: list[str] = [],  # noqa: B006
+                   flag: bool = False) -> dict[str, list[Slot]]:
+        return {}
+
+    assert query(fine).spec.args.python_names == ("slots", "tz", "tags", "flag")

@@ -1,4 +1,4 @@
-"""``python -m backend dev|serve|migrate|run|token``."""
+"""``python -m backend dev|serve|migrate|run|token|codegen``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ async def _serve(args: argparse.Namespace) -> int:
 
     backend = Backend(_config(args))
     await backend.start()
+    if args.command == "dev":
+        from .codegen import refresh_generated
+
+        refresh_generated(backend.registry, backend.schema)  # a failure prints one line; serving goes on
     app = create_app(backend)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning", ws_max_size=knobs.MAX_MESSAGE_BYTES,
@@ -117,6 +121,28 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _codegen(args: argparse.Namespace) -> int:
+    from .codegen import default_out_dir, generate, write_generated
+    from .registry import load_functions
+    from .server import load_schema
+
+    try:
+        schema, registry = load_schema(), load_functions()
+        out = Path(args.out) if args.out else default_out_dir()
+        if args.check:
+            stale = [name for name, text in generate(registry, schema).items()
+                     if not (out / name).is_file() or (out / name).read_text(encoding="utf-8") != text]
+            for name in stale:
+                print(f"out of date: {out / name}", file=sys.stderr)
+            return 1 if stale else 0
+        changed = write_generated(registry, schema, out)
+    except Exception as error:
+        print(f"codegen failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"{len(changed)} file(s) updated in {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--email", default=None)
     token.add_argument("--ttl", type=float, default=3600.0)
     token.add_argument("--data-dir", default=".data")
+    codegen = commands.add_parser("codegen", help="write typed clients (TypeScript and Python) for the functions")
+    codegen.add_argument("--out", default=None, help="output folder (default: functions/_generated)")
+    codegen.add_argument("--check", action="store_true", help="only report files that are out of date (exit 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("BACKEND_LOG_LEVEL", "WARNING"))
     logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -149,4 +178,6 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_migrate(args))
     if args.command == "run":
         return asyncio.run(_run(args))
+    if args.command == "codegen":
+        return _codegen(args)
     return _token(args)

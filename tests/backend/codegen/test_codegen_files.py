@@ -92,3 +92,42 @@ def test_cli_writes_checks_and_fails_in_one_line(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.startswith("codegen failed: SyntaxError") and failed.stderr.count("\n") == 1
     assert "Traceback" not in failed.stderr
+
+
+async def test_dev_server_writes_the_generated_folder_at_start(tmp_path: Path) -> None:
+    """``python -m backend dev`` in a project folder leaves ``functions/_generated/`` up to date."""
+    import asyncio
+
+    from backend.testing import create_database, drop_database, free_port
+
+    project = tmp_path / "app"
+    (project / "functions").mkdir(parents=True)
+    (project / "functions" / "__init__.py").write_text("")
+    (project / "functions" / "notes.py").write_text(
+        "from backend import QueryCtx, query\n\n\n@query\nasync def count(ctx: QueryCtx, tag: str) -> int:\n"
+        "    return 0\n"
+    )
+    # Its own (empty) crons module: the scheduler looks one up beside the functions.
+    (project / "functions" / "crons.py").write_text("from backend import Crons\n\ncrons = Crons()\n")
+    (project / "schema.py").write_text("from backend.schema import define_schema\nschema = define_schema([])\n")
+    url = await create_database("codegen_dev")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "backend", "dev", "--port", str(free_port()), cwd=project, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    target = project / "functions" / "_generated" / "api.d.ts"
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while not target.is_file() and process.returncode is None:
+            assert asyncio.get_running_loop().time() < deadline, "no generated files within 60 s"
+            await asyncio.sleep(0.1)
+        if process.returncode is not None:
+            assert process.stderr is not None
+            raise AssertionError((await process.stderr.read()).decode())
+        assert "count: FunctionReference<" in target.read_text()
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+        await drop_database(url)

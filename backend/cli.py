@@ -1,4 +1,4 @@
-"""``python -m backend dev|serve|migrate|run|token``."""
+"""``python -m backend dev|serve|migrate|run|token|codegen``."""
 
 from __future__ import annotations
 
@@ -38,9 +38,12 @@ async def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
     config.dev = dev
     if dev:
+        from .codegen import refresh_generated
         from .dev import start_backend
 
         backend = await start_backend(config)
+        # Typed clients follow the code: written now and after every good reload (a failure prints one line).
+        backend.on_reload.append(lambda b: refresh_generated(b.registry, b.schema))
     else:
         backend = Backend(config)
         await backend.start()
@@ -187,6 +190,28 @@ def _database_down(error: BaseException) -> bool:
                       | asyncpg.InvalidCatalogNameError | asyncpg.InvalidAuthorizationSpecificationError)
 
 
+def _codegen(args: argparse.Namespace) -> int:
+    from .codegen import default_out_dir, generate, write_generated
+    from .registry import load_functions
+    from .server import load_schema
+
+    try:
+        schema, registry = load_schema(), load_functions()
+        out = Path(args.out) if args.out else default_out_dir()
+        if args.check:
+            stale = [name for name, text in generate(registry, schema).items()
+                     if not (out / name).is_file() or (out / name).read_text(encoding="utf-8") != text]
+            for name in stale:
+                print(f"out of date: {out / name}", file=sys.stderr)
+            return 1 if stale else 0
+        changed = write_generated(registry, schema, out)
+    except Exception as error:
+        print(f"codegen failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"{len(changed)} file(s) updated in {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -231,6 +256,9 @@ def _main(argv: list[str] | None = None) -> int:
     token.add_argument("--email", default=None)
     token.add_argument("--ttl", type=_ttl, default=3600.0, help="lifetime: seconds, or 30m, 12h, 7d (default 1h)")
     token.add_argument("--data-dir", default=".data")
+    codegen = commands.add_parser("codegen", help="write typed clients (TypeScript and Python) for the functions")
+    codegen.add_argument("--out", default=None, help="output folder (default: functions/_generated)")
+    codegen.add_argument("--check", action="store_true", help="only report files that are out of date (exit 1)")
     args = parser.parse_args(argv)
     from . import calllog
 
@@ -246,4 +274,6 @@ def _main(argv: list[str] | None = None) -> int:
         return asyncio.run(_migrate(args))
     if args.command == "run":
         return asyncio.run(_run(args))
+    if args.command == "codegen":
+        return _codegen(args)
     return _token(args)

@@ -22,6 +22,7 @@ import msgspec
 from ._connection import Connection, Frame, sync_url
 from ._errors import ClientError
 from ._optimistic import OptimisticLayer, OptimisticUpdate
+from ._refs import ActionRef, MutationRef, P, QueryRef, R, resolve_call
 from ._requests import Request, RequestManager
 from ._state import (
     RemoteQuerySet,
@@ -59,7 +60,7 @@ class AsyncClient:
         self._optimistic = OptimisticLayer()
         self._view: dict[str, Result] = {}
         self._shown: dict[str, Result] = {}
-        self._subs: dict[str, list[Subscription]] = {}
+        self._subs: dict[str, list[Subscription[Any]]] = {}
         self._waiters: list[_Waiter] = []
         self._chunks: tuple[str, int, list[str]] | None = None
         self._ready = False
@@ -102,20 +103,29 @@ class AsyncClient:
 
     # -- functions ---------------------------------------------------------------------------------------
 
-    async def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        """The query's current value: subscribe, take the first value, unsubscribe."""
-        subscription = self.subscribe(path, args)
+    async def query(self, fn: QueryRef[P, R] | str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """The query's current value: subscribe, take the first value, unsubscribe.
+
+        ``fn`` is a path (``"counters:get"``) or a generated reference (``api.counters.get``), which lets
+        mypy check the arguments dict and the result type.
+        """
+        path, fn_args, _ = resolve_call(fn, "query", args, kwargs)
+        subscription: Subscription[R] = self._subscribe(path, fn_args)
         try:
             return await subscription.first()
         finally:
             subscription.unsubscribe()
 
-    def subscribe(self, path: str, args: dict[str, Any] | None = None) -> Subscription:
+    def subscribe(self, fn: QueryRef[P, R] | str, /, *args: P.args, **kwargs: P.kwargs) -> Subscription[R]:
         """A live query; see ``Subscription``. Must be called on the client's event loop."""
+        path, fn_args, _ = resolve_call(fn, "query", args, kwargs)
+        return self._subscribe(path, fn_args)
+
+    def _subscribe(self, path: str, args: dict[str, Any] | None) -> Subscription[Any]:
         self._check_usable()
         self._conn.start()
         query, new = self._remote.add(path, args)
-        subscription = Subscription(path, args, query.token, self._release)
+        subscription: Subscription[Any] = Subscription(path, args, query.token, self._release)
         self._subs.setdefault(query.token, []).append(subscription)
         if new and self._conn.is_open:
             self._conn.send(self._remote.modify([query.add_modification()]))
@@ -126,30 +136,36 @@ class AsyncClient:
             self._publish(recompute=False)  # an optimistic value may already exist for it
         return subscription
 
-    async def mutation(
-        self, path: str, args: dict[str, Any] | None = None, optimistic_update: OptimisticUpdate | None = None
-    ) -> Any:
-        """Run a mutation; ``optimistic_update(store, args)`` edits the local view at once (see
-        ``OptimisticStore``) and is replayed over every server result until the mutation's effects arrive."""
+    async def mutation(self, fn: MutationRef[P, R] | str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a mutation: ``mutation(fn, args, optimistic_update=None)``.
+
+        ``optimistic_update(store, args)`` edits the local view at once (see ``OptimisticStore``) and is
+        replayed over every server result until the mutation's effects arrive.
+        """
+        path, fn_args, extras = resolve_call(fn, "mutation", args, kwargs, "optimistic_update")
+        optimistic_update: OptimisticUpdate | None = extras.get("optimistic_update")
         self._check_usable()
-        request = self._requests.create("Mutation", path, encode_args(args))
+        request = self._requests.create("Mutation", path, encode_args(fn_args))
         if optimistic_update is not None:
             try:
-                self._view = self._optimistic.add(request.request_id, optimistic_update, args or {}, self._view)
+                self._view = self._optimistic.add(request.request_id, optimistic_update, fn_args or {}, self._view)
             except BaseException:
                 self._requests.discard(request.request_id)
                 raise
             self._publish(recompute=False)
         self._conn.start()
         self._send_request(request)
-        return await request.future
+        result: R = await request.future
+        return result
 
-    async def action(self, path: str, args: dict[str, Any] | None = None) -> Any:
+    async def action(self, fn: ActionRef[P, R] | str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        path, fn_args, _ = resolve_call(fn, "action", args, kwargs)
         self._check_usable()
-        request = self._requests.create("Action", path, encode_args(args))
+        request = self._requests.create("Action", path, encode_args(fn_args))
         self._conn.start()
         self._send_request(request)
-        return await request.future
+        result: R = await request.future
+        return result
 
     # -- auth --------------------------------------------------------------------------------------------
 
@@ -188,7 +204,7 @@ class AsyncClient:
         if self._conn.is_open:
             self._conn.send(request.message, functools.partial(self._requests.mark_sent, request.request_id))
 
-    def _release(self, subscription: Subscription) -> None:
+    def _release(self, subscription: Subscription[Any]) -> None:
         subs = self._subs.get(subscription.token, [])
         if subscription in subs:
             subs.remove(subscription)

@@ -6,7 +6,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from ._errors import ClientError
 from ._state import Result
@@ -15,11 +17,12 @@ __all__ = ["Subscription"]
 
 log = logging.getLogger("backend.client")
 
+T = TypeVar("T", default=Any)
 ValueCallback = Callable[[Any], None]
 ErrorCallback = Callable[[ClientError], None]
 
 
-class Subscription:
+class Subscription(Generic[T]):
     """``async for value in sub`` yields each new value of the query in order, raising ``ClientError`` for a
     failed result (iterate again to go on); ``on_update`` calls back on each one. A consumer that falls more
     than ``BUFFER`` values behind loses the oldest, so a stalled reader cannot grow memory without bound.
@@ -28,7 +31,7 @@ class Subscription:
 
     BUFFER = 1024
 
-    def __init__(self, path: str, args: Any, token: str, release: Callable[[Subscription], None]) -> None:
+    def __init__(self, path: str, args: Any, token: str, release: Callable[[Subscription[Any]], None]) -> None:
         self.path = path
         self.args = args
         self.token = token
@@ -45,12 +48,15 @@ class Subscription:
         return self._active
 
     @property
-    def value(self) -> Any:
+    def value(self) -> T | None:
         """The latest value (optimistic updates included), or None before the first or after a failure."""
         latest = self._latest
-        return None if latest is None or latest.error is not None else latest.value
+        if latest is None or latest.error is not None:
+            return None
+        value: T = latest.value
+        return value
 
-    def on_update(self, callback: ValueCallback, on_error: ErrorCallback | None = None) -> Callable[[], None]:
+    def on_update(self, callback: Callable[[T], None], on_error: ErrorCallback | None = None) -> Callable[[], None]:
         """Call ``callback(value)`` on every new value (at once with the current one, if any); returns a
         function that removes the callbacks. Callbacks run on the client's event loop and must not block."""
         entry = (callback, on_error)
@@ -69,23 +75,24 @@ class Subscription:
             self._release(self)
             self._finish(None)
 
-    async def first(self) -> Any:
+    async def first(self) -> T:
         """The next value (the current one if it has not been read yet)."""
         try:
             return await self.__anext__()
         except StopAsyncIteration:
             raise ClientError("the subscription ended before a value arrived") from None
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> Subscription[T]:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> T:
         while True:
             if self._pending:
                 result = self._pending.popleft()
                 if result.error is not None:
                     raise result.error
-                return result.value
+                value: T = result.value
+                return value
             if not self._active:
                 if self._end_error is not None:
                     raise self._end_error
@@ -93,7 +100,7 @@ class Subscription:
             self._changed.clear()
             await self._changed.wait()
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> Subscription[T]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -9,27 +9,29 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from ._client import AsyncClient
 from ._errors import ClientError
-from ._optimistic import OptimisticUpdate
+from ._refs import ActionRef, MutationRef, P, QueryRef, R
 from ._subscription import Subscription
 
 __all__ = ["Client", "SyncSubscription"]
 
-T = TypeVar("T")
+T = TypeVar("T", default=Any)
 
 
-class SyncSubscription:
+class SyncSubscription(Generic[T]):
     """A handle on a live query whose values go to a callback; ``unsubscribe()`` stops them."""
 
-    def __init__(self, client: Client, subscription: Subscription) -> None:
+    def __init__(self, client: Client, subscription: Subscription[T]) -> None:
         self._client = client
         self._subscription = subscription
 
     @property
-    def value(self) -> Any:
+    def value(self) -> T | None:
         return self._subscription.value
 
     def unsubscribe(self) -> None:
@@ -76,16 +78,16 @@ class Client:
             raise ClientError("the client is closed")
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self._run(self._client.query(path, args))
+    def query(self, fn: QueryRef[P, R] | str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """The query's current value; ``fn`` is a path or a generated reference (see ``AsyncClient``)."""
+        return self._run(self._client.query(fn, *args, **kwargs))
 
-    def mutation(
-        self, path: str, args: dict[str, Any] | None = None, optimistic_update: OptimisticUpdate | None = None
-    ) -> Any:
-        return self._run(self._client.mutation(path, args, optimistic_update))
+    def mutation(self, fn: MutationRef[P, R] | str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """``mutation(fn, args, optimistic_update=None)``; see ``AsyncClient.mutation``."""
+        return self._run(self._client.mutation(fn, *args, **kwargs))
 
-    def action(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        return self._run(self._client.action(path, args))
+    def action(self, fn: ActionRef[P, R] | str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._run(self._client.action(fn, *args, **kwargs))
 
     def set_auth(self, token: str) -> None:
         self._run(self._client.set_auth(token))
@@ -95,15 +97,19 @@ class Client:
 
     def subscribe(
         self,
-        path: str,
-        args: dict[str, Any] | None,
-        callback: Callable[[Any], None],
+        fn: QueryRef[..., R] | str,
+        args: Any,
+        callback: Callable[[R], None],
         on_error: Callable[[ClientError], None] | None = None,
-    ) -> SyncSubscription:
-        """Call ``callback(value)`` (on the background thread) with every new value of the query."""
+    ) -> SyncSubscription[R]:
+        """Call ``callback(value)`` (on the background thread) with every new value of the query.
 
-        async def run() -> Subscription:
-            subscription = self._client.subscribe(path, args)
+        With a generated reference the values are typed; the arguments are checked at run time only
+        (``query`` checks them statically).
+        """
+
+        async def run() -> Subscription[R]:
+            subscription: Subscription[R] = self._client.subscribe(fn, args)
             subscription.on_update(callback, on_error)
             return subscription
 

@@ -1,4 +1,4 @@
-"""``python -m backend dev|serve|migrate|run|token``."""
+"""``python -m backend dev|serve|migrate|run|token|seed``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def _config(args: argparse.Namespace) -> Any:
         data_dir=Path(args.data_dir),
         database_url=os.environ.get("DATABASE_URL") or None,
         run_scheduler=not getattr(args, "no_scheduler", False),
+        dev=args.command == "dev",
     )
 
 
@@ -36,6 +37,11 @@ async def _serve(args: argparse.Namespace) -> int:
 
     backend = Backend(_config(args))
     await backend.start()
+    if backend.config.dev and not args.no_seed:
+        from .dashboard.demo import seed_if_empty
+
+        if await seed_if_empty(backend):
+            print("created demo data (a studio, classes, staff and customers); --no-seed skips this", flush=True)
     app = create_app(backend)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning", ws_max_size=knobs.MAX_MESSAGE_BYTES,
@@ -50,6 +56,9 @@ async def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     print(f"backend listening on http://{args.host}:{args.port}", flush=True)
+    if backend.config.dev:
+        print(f"  booking app  http://{args.host}:{args.port}/\n  dashboard    http://{args.host}:{args.port}/_dashboard",
+              flush=True)
     try:
         await server.serve()
     finally:
@@ -102,6 +111,22 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _seed(args: argparse.Namespace) -> int:
+    from .dashboard.demo import seed
+    from .server import Backend
+
+    config = _config(args)
+    config.run_scheduler = False
+    backend = Backend(config)
+    await backend.start()
+    try:
+        business = await seed(backend)
+    finally:
+        await backend.stop()
+    print(business)
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
     from .auth import AuthConfig, mint_dev_token
 
@@ -126,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--port", type=int, default=3210)
         cmd.add_argument("--data-dir", default=".data")
         cmd.add_argument("--no-scheduler", action="store_true", help="do not run scheduled jobs on this node")
+        cmd.add_argument("--no-seed", action="store_true", help="dev: do not create demo data in an empty database")
     migrate = commands.add_parser("migrate", help="apply pending schema changes")
     migrate.add_argument("--data-dir", default=".data")
     run = commands.add_parser("run", help="call a function and print its result")
@@ -139,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--email", default=None)
     token.add_argument("--ttl", type=float, default=3600.0)
     token.add_argument("--data-dir", default=".data")
+    seed = commands.add_parser("seed", help="create the demo studio (idempotent) and print its id")
+    seed.add_argument("--data-dir", default=".data")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("BACKEND_LOG_LEVEL", "WARNING"))
     logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -149,4 +177,6 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_migrate(args))
     if args.command == "run":
         return asyncio.run(_run(args))
+    if args.command == "seed":
+        return asyncio.run(_seed(args))
     return _token(args)

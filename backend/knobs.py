@@ -67,3 +67,11 @@ SESSION_REQUEST_RETENTION_SECONDS = _env_float(
 )
 #: Seconds a commit-log row is kept; a node further behind than this rebuilds its subscriptions.
 COMMIT_LOG_RETENTION_SECONDS = _env_float("BACKEND_COMMIT_LOG_RETENTION_SECONDS", 3600.0, 10.0, 86400.0 * 30)
+#: Function calls the dashboard's live log keeps in memory per node (0 turns the call log off).
+DASHBOARD_CALL_LOG_SIZE = _env_int("BACKEND_DASHBOARD_CALL_LOG_SIZE", 1_000, 0, 1_000_000)
+#: Milliseconds between the dashboard's refreshes of its live views (data browser, log, sessions, jobs).
+DASHBOARD_POLL_MS = _env_int("BACKEND_DASHBOARD_POLL_MS", 1_000, 100, 60_000)
+#: Rows per page of the dashboard's data browser, at most.
+DASHBOARD_MAX_PAGE_ROWS = _env_int("BACKEND_DASHBOARD_MAX_PAGE_ROWS", 200, 1, 8_192)
+#: Seconds a dashboard login cookie stays valid.
+DASHBOARD_SESSION_SECONDS = _env_int("BACKEND_DASHBOARD_SESSION_SECONDS", 12 * 3600, 60, 30 * 86400)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Outcome:
     read_set: ReadSet | None = None
     wrote: bool = False
     attempts: int = 1
+    tenant: str | None = None  # the business the call ran for, once resolved
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,8 @@ class Outcome:
 
 
 SchedulerFactory = Callable[[Txn | None, Any], Any]
+#: ``(kind, spec, kwargs, identity, outcome, seconds)`` after every run; feeds the dashboard's call log.
+CallObserver = Callable[[str, FunctionSpec, dict[str, Any], Any, Outcome, float], None]
 
 
 class Runner:
@@ -85,6 +89,7 @@ class Runner:
         self.clock = clock or SystemClock()
         self.on_commit = on_commit
         self.scheduler_factory = scheduler_factory
+        self.on_call: CallObserver | None = None
         self.retries = 0
         self._lanes: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -137,6 +142,15 @@ class Runner:
         self, conn: Connection, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None
     ) -> Outcome:
         """Run a query inside the caller's open read-only transaction (one snapshot for a whole batch)."""
+        started = time.perf_counter()
+        outcome = await self._execute_query(conn, spec, kwargs, identity)
+        if self.on_call is not None:
+            self.on_call("query", spec, kwargs, identity, outcome, time.perf_counter() - started)
+        return outcome
+
+    async def _execute_query(
+        self, conn: Connection, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None
+    ) -> Outcome:
         now = self.clock.now()
         txn = Txn(conn, self.schema, now, read_only=True, function_path=spec.path,
                   actor=_subject(identity), cross_tenant=spec.cross_tenant)
@@ -154,10 +168,11 @@ class Runner:
             result = await spec.fn(ctx, **kwargs)
             value = self.encode_result(spec, result)
         except Exception as error:  # the function's own failure becomes a failed outcome
-            return Outcome(error=self._body_failed(spec, error), log_lines=collector.finish(), read_set=txn.read_set)
+            return Outcome(error=self._body_failed(spec, error), log_lines=collector.finish(), read_set=txn.read_set,
+                           tenant=tenant)
         finally:
             LogCollector.deactivate(token)
-        return Outcome(value=value, log_lines=collector.finish(), read_set=txn.read_set)
+        return Outcome(value=value, log_lines=collector.finish(), read_set=txn.read_set, tenant=tenant)
 
     # -- mutations ---------------------------------------------------------------------------------------
 
@@ -189,6 +204,22 @@ class Runner:
         """``fresh_session``: the socket is its session's first, so nothing can have been stored for it yet
         and the first attempt skips the replay lookup (the stored row's primary key still catches a
         duplicate, and the retry then finds it)."""
+        started = time.perf_counter()
+        outcome = await self._execute_mutation(spec, kwargs, identity, session, request_id, before_commit, fresh_session)
+        if self.on_call is not None:
+            self.on_call("mutation", spec, kwargs, identity, outcome, time.perf_counter() - started)
+        return outcome
+
+    async def _execute_mutation(
+        self,
+        spec: FunctionSpec,
+        kwargs: dict[str, Any],
+        identity: Any | None,
+        session: tuple[str, int] | None,
+        request_id: str | None,
+        before_commit: Callable[[Txn], Awaitable[None]] | None,
+        fresh_session: bool,
+    ) -> Outcome:
         attempt = 0
         unique_retries = 0
         lane: asyncio.Lock | None = None
@@ -272,7 +303,8 @@ class Runner:
                         cause = error.__cause__
                         if isinstance(cause, asyncpg.UniqueViolationError):
                             raise _UniqueRace() from error
-                        failure = Outcome(error=self._body_failed(spec, error), log_lines=collector.finish())
+                        failure = Outcome(error=self._body_failed(spec, error), log_lines=collector.finish(),
+                                          tenant=tenant)
                         raise _Rollback() from None
                     finally:
                         LogCollector.deactivate(token)
@@ -311,7 +343,7 @@ class Runner:
             except _RETRYABLE as error:
                 error.retry_lane = resolved  # type: ignore[union-attr]
                 raise
-            return Outcome(value=value, log_lines=lines, wrote=wrote)
+            return Outcome(value=value, log_lines=lines, wrote=wrote, tenant=resolved)
 
     def _retry_lane(self, spec: FunctionSpec, kwargs: dict[str, Any], tenant: str | None) -> asyncio.Lock:
         """Retries within one tenant (or, unscoped, of one function on one argument) take turns on this node.
@@ -337,6 +369,13 @@ class Runner:
         return await self.execute_action(spec, kwargs, identity)
 
     async def execute_action(self, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None) -> Outcome:
+        started = time.perf_counter()
+        outcome = await self._execute_action(spec, kwargs, identity)
+        if self.on_call is not None:
+            self.on_call("action", spec, kwargs, identity, outcome, time.perf_counter() - started)
+        return outcome
+
+    async def _execute_action(self, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None) -> Outcome:
         collector = LogCollector()
         now = self.clock.now()
 
@@ -395,7 +434,11 @@ async def _stored_result(conn: Connection, session: tuple[str, int]) -> Outcome 
 
 
 def _subject(identity: Any | None) -> str | None:
-    return None if identity is None else str(identity.subject)
+    """The audit actor: the caller's subject, or the admin acting through the dashboard (``admin:<name>``)."""
+    if identity is None:
+        return None
+    actor = getattr(identity, "actor", None)
+    return str(actor) if actor else str(identity.subject)
 
 
 async def _backoff(attempt: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ class BackendConfig:
     run_scheduler: bool = True
     auth: AuthConfig | None = None
     include_testing_functions: bool = False
+    #: ``python -m backend dev``: the dashboard is open on loopback and demo sign-in is offered there.
+    dev: bool = False
+    #: The dashboard's admin key (``BACKEND_ADMIN_KEY``); without it ``serve`` keeps the dashboard closed.
+    admin_key: str | None = field(default_factory=lambda: os.environ.get("BACKEND_ADMIN_KEY") or None)
+    #: Static files served at ``/`` (the booking web app), relative to the working directory like schema.py.
+    web_dir: Path | None = Path("web")
 
 
 class Backend:

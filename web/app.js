@@ -399,7 +399,9 @@ function renderRoster() {
 function renderMembers() {
   const select = $("grant-member");
   const keep = select.value;
-  select.replaceChildren(...state.members.filter((m) => m.status === "active").map((m) =>
+  const active = state.members.filter((m) => m.status === "active");
+  active.sort((a, b) => (a.role === "customer" ? 0 : 1) - (b.role === "customer" ? 0 : 1));
+  select.replaceChildren(...active.map((m) =>
     h("option", { value: m._id, selected: m._id === keep || undefined }, `${m.name || m.subject} (${m.role})`)));
 }
 

@@ -45,7 +45,8 @@ export function reasonText(error, instance) {
     return text.charAt(0).toUpperCase() + text.slice(1);
   }
   if (data && data.code === "not_cancellable") return "The class is over; it can no longer be cancelled";
-  if (data && data.code === "not_cancellable_yet") return "Check-in is not open yet";
+  if (data && data.code === "check_in_not_open") return `Check-in opens ${when(data.opensAt, timeZone)}`;
+  if (data && data.code === "attendance_locked") return "Attendance can no longer be changed for this class";
   const message = String(error?.message || error || "Something went wrong");
   // The client prefixes server messages with "[CONVEX M(path)] [Request ID: …] Server Error"; keep the human part.
   const tail = message.split("Uncaught ").pop().split("\n")[0];

@@ -287,18 +287,19 @@ function classCard(c) {
   const left = Math.max(0, c.capacity - c.booked);
   const cancelled = c.status !== "scheduled";
   const started = new Date(c.startsAt).getTime() <= Date.now();
-  let action;
-  if (cancelled) action = h("span", { class: "badge cancelled" }, "Cancelled");
+  let action = null;
+  let badge = null;
+  if (cancelled) badge = h("span", { class: "badge cancelled" }, "Cancelled");
   else if (mine && mine.status === "waitlisted") {
-    action = h("div", { class: "actions" },
-      h("span", { class: "badge wait", "data-testid": "my-position" }, `Waitlist #${mine.position ?? "…"}`),
-      h("button", { type: "button", class: "ghost", disabled: mine.pending || undefined, onclick: () => cancel(mine),
-        "aria-label": `Leave the waitlist for ${c.name} at ${c.localTime}` }, "Leave"));
+    badge = h("span", { class: "badge wait", "data-testid": "my-position" }, `Waitlist #${mine.position ?? "…"}`);
+    action = h("button", { type: "button", class: "ghost", disabled: mine.pending || undefined, onclick: () => cancel(mine),
+      "aria-label": `Leave the waitlist for ${c.name} at ${c.localTime}` }, "Leave waitlist");
   } else if (mine) {
-    action = h("div", { class: "actions" },
-      h("span", { class: "badge ok" }, mine.status === "checked_in" ? "Checked in" : "Booked"),
-      mine.status === "confirmed" && !started ? h("button", { type: "button", class: "ghost", disabled: mine.pending || undefined,
-        onclick: () => cancel(mine), "aria-label": `Cancel my booking for ${c.name} at ${c.localTime}` }, "Cancel") : null);
+    badge = h("span", { class: "badge ok" }, mine.status === "checked_in" ? "Checked in" : "Booked");
+    if (mine.status === "confirmed" && !started) {
+      action = h("button", { type: "button", class: "ghost", disabled: mine.pending || undefined, onclick: () => cancel(mine),
+        "aria-label": `Cancel my booking for ${c.name} at ${c.localTime}` }, "Cancel");
+    }
   } else if (!started) {
     action = h("button", { type: "button", class: left > 0 ? "primary" : "secondary", onclick: () => book(c),
       "aria-label": `${left > 0 ? "Book" : "Join the waitlist for"} ${c.name} at ${c.localTime}` },
@@ -310,7 +311,7 @@ function classCard(c) {
   return h("li", { class: `class-card${cancelled ? " is-cancelled" : ""}${left === 0 ? " is-full" : ""}`, "data-instance": c._id },
     h("div", { class: "time" }, h("strong", {}, clock(c.startsAt, c.timezone)), h("span", { class: "muted" }, clock(c.endsAt, c.timezone))),
     h("div", { class: "what" },
-      h("h4", {}, c.name),
+      h("h4", {}, c.name, badge ? " " : null, badge),
       h("p", { class: "seats" },
         h("span", { "data-testid": "seats" }, cancelled ? (c.cancelReason || "cancelled") : left > 0 ? `${left} of ${c.capacity} seats left` : "Full"),
         c.waitlisted > 0 ? h("span", { class: "muted", "data-testid": "waitlist" }, ` · ${c.waitlisted} waiting`) : null),

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from ..errors import AppError, BackendError
+from ..validators import camel
 
 __all__ = ["CallLog", "CallRecord"]
 
@@ -51,8 +52,9 @@ def _error_text(error: BaseException | None) -> str | None:
 
 
 def _args_text(kwargs: dict[str, Any]) -> str:
+    """The arguments as the caller sent them (camelCase wire names), as JSON cut to a readable length."""
     try:
-        text = msgspec.json.encode(kwargs, enc_hook=str).decode()
+        text = msgspec.json.encode({camel(k): v for k, v in kwargs.items()}, enc_hook=str).decode()
     except (TypeError, msgspec.EncodeError):
         text = repr(kwargs)
     return text if len(text) <= _MAX_ARGS_CHARS else text[: _MAX_ARGS_CHARS - 1] + "…"

@@ -162,3 +162,43 @@ async def test_optimistic_booking_shows_before_the_server_answers_and_a_refusal_
     await screenshot(page, "web-refusal")
     assert page.errors == []
     await context.close()
+
+
+async def test_waitlist_positions_move_live(app: TestBackend, browser: Any) -> None:
+    now = dt.datetime.now(dt.UTC)
+    # Far enough ahead that a freed seat goes to the waitlist at once (the promotion cutoff is ~14 h).
+    chosen = next(c for c in await _open_classes(app)
+                  if c["booked"] == 0 and c["waitlisted"] == 0 and _starts(c) > now + dt.timedelta(hours=16))
+    rows = await app.sql("SELECT business_id FROM class_instances WHERE _id = $1", chosen["_id"])
+    business = rows[0]["business_id"]
+    seated: list[str] = []
+    for n in range(chosen["capacity"]):
+        subject = f"filler-{chosen['_id'][:6]}-{n}"
+        await app.mutation("members:add", {"businessId": business, "subject": subject, "role": "customer",
+                                           "name": f"Guest {n + 1}"}, as_user="demo-olivia")
+        result = await app.mutation("bookings:book", {"instanceId": chosen["_id"], "payWith": "dropin"}, as_user=subject)
+        assert result["status"] == "confirmed"
+        seated.append(subject)
+    casey = await new_page(browser, app.url + "/?as=demo-casey")
+    jordan = await new_page(browser, app.url + "/?as=demo-jordan")
+    for page in (casey, jordan):
+        await expect(_card(page, chosen["_id"]).get_by_test_id("seats")).to_have_text("Full")
+    await _card(casey, chosen["_id"]).get_by_role("button", name=f"Join the waitlist for {chosen['name']}").click()
+    await expect(casey.locator("#notice")).to_contain_text("is full — you joined the waitlist at position 1")
+    await _card(jordan, chosen["_id"]).get_by_role("button", name=f"Join the waitlist for {chosen['name']}").click()
+    await expect(jordan.locator("#notice")).to_contain_text("position 2")
+    await expect(_card(jordan, chosen["_id"]).get_by_test_id("my-position")).to_have_text("Waitlist #2")
+    await expect(_card(casey, chosen["_id"]).get_by_test_id("waitlist")).to_have_text(" · 2 waiting")
+
+    # A seated guest cancels elsewhere: Casey is promoted, Jordan moves up — both pages update on their own.
+    booking = (await app.sql(
+        "SELECT b._id FROM bookings b JOIN members m ON m._id = b.member_id WHERE b.instance_id = $1 AND m.subject = $2",
+        chosen["_id"], seated[0]))[0]["_id"]
+    await app.mutation("bookings:cancel", {"bookingId": booking}, as_user=seated[0])
+    await expect(_card(casey, chosen["_id"]).get_by_text("Booked")).to_be_visible()
+    await expect(_card(jordan, chosen["_id"]).get_by_test_id("my-position")).to_have_text("Waitlist #1")
+    await expect(_card(jordan, chosen["_id"]).get_by_test_id("waitlist")).to_have_text(" · 1 waiting")
+    await screenshot(jordan, "web-waitlist")
+    for page in (casey, jordan):
+        assert page.errors == []
+        await page.context.close()

@@ -47,6 +47,11 @@ async def test_data_browser_shows_a_booking_arrive_live(app: TestBackend, browse
     await dashboard.locator('#tables [data-table="bookings"]').click()  # every booking again, unfiltered
     await expect(dashboard.locator("#index")).to_have_value("by_creation_time")
     await expect(dashboard.locator("#rows tbody")).to_contain_text(chosen["_id"])
+    # The week's classes in start order, as the README shows them.
+    await dashboard.locator('#tables [data-table="class_instances"]').click()
+    await dashboard.locator("#index").select_option("by_start")
+    await dashboard.locator("#order").select_option("asc")
+    await expect(dashboard.locator("#rows tbody tr[data-id]").nth(5)).to_be_visible()
     await screenshot(dashboard, "dashboard-data")
     assert dashboard.errors == [] and customer.errors == []
     await customer.context.close()

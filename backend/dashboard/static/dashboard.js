@@ -45,6 +45,7 @@ function cell(value) {
   if (value === null || value === undefined) return h("span", { class: "null" }, "—");
   if (typeof value === "object") return h("code", { class: "json" }, JSON.stringify(value));
   if (typeof value === "boolean") return h("span", { class: value ? "yes" : "no" }, String(value));
+  if (typeof value === "string" && /^[a-z0-9]{28,40}$/.test(value)) return h("span", { class: "id", title: value }, value);
   return String(value);
 }
 
@@ -107,7 +108,8 @@ function renderRows() {
   // _id, then the document's own fields, then the engine's (creation time, audit and soft-delete fields).
   const ordered = [...table.fields.filter((f) => f.key === "_id"), ...table.fields.filter((f) => !f.system),
     ...table.fields.filter((f) => f.system && f.key !== "_id")];
-  const fields = ordered.filter((f) => showAudit || !AUDIT.has(f.key));
+  // With a business picked, its id in every row says nothing: the column is left out.
+  const fields = ordered.filter((f) => (showAudit || !AUDIT.has(f.key)) && !(state.tenant && f.key === table.tenantKey));
   const rows = state.page.page;
   $("rows").replaceChildren(
     h("caption", { class: "sr-only" }, `Rows of ${table.name}`),

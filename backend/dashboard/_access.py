@@ -39,11 +39,21 @@ class Admin:
 
 
 def is_loopback(request: Any) -> bool:
+    """The request came over loopback *and* names a loopback host, so a page of a domain rebound to
+    127.0.0.1 (DNS rebinding) does not count as local."""
     client = request.client
     if client is None or not client.host:
         return False
     try:
-        return ipaddress.ip_address(client.host).is_loopback
+        if not ipaddress.ip_address(client.host).is_loopback:
+            return False
+    except ValueError:
+        return False
+    host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 

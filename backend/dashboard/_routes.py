@@ -42,12 +42,11 @@ def _backend(request: Req) -> Backend:
     return backend
 
 
-async def _guarded(request: Req, body: Callable[[Backend, _access.Admin], Awaitable[Any]], *,
-                   unsafe: bool = False) -> Response[bytes]:
+async def _guarded(request: Req, body: Callable[[Backend, _access.Admin], Awaitable[Any]]) -> Response[bytes]:
     backend = _backend(request)
     try:
-        if unsafe:
-            _access.require_same_origin(request)
+        # Every API answer is data and every POST may write: none for pages of another origin.
+        _access.require_same_origin(request)
         admin = _access.require_admin(backend, request)
         return json_response(await body(backend, admin))
     except (BackendError, AppError) as error:
@@ -232,7 +231,7 @@ async def api_run(request: Req) -> Response[bytes]:
         else:
             result.update(ok=False, error={"code": "InternalServerError", "message": "Server Error"})
         return result
-    return await _guarded(request, body, unsafe=True)
+    return await _guarded(request, body)
 
 
 @get("/_dashboard/api/logs", include_in_schema=False)

@@ -167,3 +167,12 @@ async def test_dev_sign_in_only_in_dev_on_loopback(served: TestBackend, dev: Tes
         assert cross.status_code == 403
         meta = await http.get("/_dashboard/api/meta")
         assert meta.status_code == 200 and meta.json()["via"] == "dev"
+        # The API allows any CORS origin, so the dashboard refuses other origins itself, reads included.
+        foreign = await http.get("/_dashboard/api/tables", headers={"origin": "https://evil.example"})
+        assert foreign.status_code == 403
+        cross_site = await http.get("/_dashboard/api/tables", headers={"sec-fetch-site": "cross-site"})
+        assert cross_site.status_code == 403
+        # A name rebound to 127.0.0.1 is not loopback: no open dashboard and no demo tokens for it.
+        rebound = {"host": "evil.example:80"}
+        assert (await http.get("/_dashboard/api/meta", headers=rebound)).status_code == 401
+        assert (await http.post("/_dev/token", json={"subject": "demo-casey"}, headers=rebound)).status_code == 404

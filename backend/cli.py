@@ -1,4 +1,4 @@
-"""``python -m backend dev|serve|migrate|run|token|codegen``."""
+"""``python -m backend dev|serve|migrate|run|token|codegen|seed``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def _config(args: argparse.Namespace) -> Any:
         data_dir=Path(args.data_dir),
         database_url=os.environ.get("DATABASE_URL") or None,
         run_scheduler=not getattr(args, "no_scheduler", False),
+        dev=args.command == "dev",
     )
 
 
@@ -47,6 +48,11 @@ async def _serve(args: argparse.Namespace) -> int:
     else:
         backend = Backend(config)
         await backend.start()
+    if backend.config.dev and not args.no_seed:
+        from .dashboard.demo import seed_if_empty
+
+        if await seed_if_empty(backend):
+            print("created demo data (a studio, classes, staff and customers); --no-seed skips this", flush=True)
     app = create_app(backend)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning", ws_max_size=knobs.MAX_MESSAGE_BYTES,
@@ -67,6 +73,9 @@ async def _serve(args: argparse.Namespace) -> int:
 
         watching = asyncio.create_task(watch(backend), name="dev-watch")
         print("watching functions/, schema.py and migrations/ for changes", flush=True)
+    if backend.config.dev:
+        print(f"  booking app  http://{args.host}:{args.port}/\n  dashboard    http://{args.host}:{args.port}/_dashboard",
+              flush=True)
     try:
         await server.serve()
     finally:
@@ -137,6 +146,22 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"error: {code}: {getattr(error, 'message', None) or error}", file=sys.stderr)
         return 1
     print(msgspec.json.format(msgspec.json.encode(outcome.value)).decode())
+    return 0
+
+
+async def _seed(args: argparse.Namespace) -> int:
+    from .dashboard.demo import seed
+    from .server import Backend
+
+    config = _config(args)
+    config.run_scheduler = False
+    backend = Backend(config)
+    await backend.start()
+    try:
+        business = await seed(backend)
+    finally:
+        await backend.stop()
+    print(business)
     return 0
 
 
@@ -243,6 +268,7 @@ def _main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--port", type=int, default=3210)
         cmd.add_argument("--data-dir", default=".data")
         cmd.add_argument("--no-scheduler", action="store_true", help="do not run scheduled jobs on this node")
+        cmd.add_argument("--no-seed", action="store_true", help="dev: do not create demo data in an empty database")
     migrate = commands.add_parser("migrate", help="apply pending schema changes")
     migrate.add_argument("--data-dir", default=".data")
     run = commands.add_parser("run", help="call a function and print its result")
@@ -259,6 +285,8 @@ def _main(argv: list[str] | None = None) -> int:
     codegen = commands.add_parser("codegen", help="write typed clients (TypeScript and Python) for the functions")
     codegen.add_argument("--out", default=None, help="output folder (default: functions/_generated)")
     codegen.add_argument("--check", action="store_true", help="only report files that are out of date (exit 1)")
+    seed = commands.add_parser("seed", help="create the demo studio (idempotent) and print its id")
+    seed.add_argument("--data-dir", default=".data")
     args = parser.parse_args(argv)
     from . import calllog
 
@@ -276,4 +304,6 @@ def _main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(args))
     if args.command == "codegen":
         return _codegen(args)
+    if args.command == "seed":
+        return asyncio.run(_seed(args))
     return _token(args)

@@ -94,3 +94,11 @@ DEV_TOKEN_MAX_TTL_SECONDS = _env_float("BACKEND_DEV_TOKEN_MAX_TTL_SECONDS", 365 
 DEV_POLL_SECONDS = _env_float("BACKEND_DEV_POLL_SECONDS", 0.1, 0.01, 10.0)
 #: Seconds without further writes before the dev server reloads (one reload per burst of saves).
 DEV_DEBOUNCE_SECONDS = _env_float("BACKEND_DEV_DEBOUNCE_SECONDS", 0.05, 0.0, 10.0)
+#: Function calls the dashboard's live log keeps in memory per node (0 turns the call log off).
+DASHBOARD_CALL_LOG_SIZE = _env_int("BACKEND_DASHBOARD_CALL_LOG_SIZE", 1_000, 0, 1_000_000)
+#: Milliseconds between the dashboard's refreshes of its live views (data browser, log, sessions, jobs).
+DASHBOARD_POLL_MS = _env_int("BACKEND_DASHBOARD_POLL_MS", 1_000, 100, 60_000)
+#: Rows per page of the dashboard's data browser, at most.
+DASHBOARD_MAX_PAGE_ROWS = _env_int("BACKEND_DASHBOARD_MAX_PAGE_ROWS", 200, 1, 8_192)
+#: Seconds a dashboard login cookie stays valid.
+DASHBOARD_SESSION_SECONDS = _env_int("BACKEND_DASHBOARD_SESSION_SECONDS", 12 * 3600, 60, 30 * 86400)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class Outcome:
     read_set: ReadSet | None = None
     wrote: bool = False
     attempts: int = 1
+    tenant: str | None = None  # the business the call ran for, once resolved
 
     @property
     def ok(self) -> bool:
@@ -65,6 +67,8 @@ class Outcome:
 
 
 SchedulerFactory = Callable[[Txn | None, Any], Any]
+#: ``(kind, spec, kwargs, identity, outcome, seconds)`` after every run; feeds the dashboard's call log.
+CallObserver = Callable[[str, FunctionSpec, dict[str, Any], Any, Outcome, float], None]
 
 
 class Runner:
@@ -84,6 +88,7 @@ class Runner:
         self.clock = clock or SystemClock()
         self.on_commit = on_commit
         self.scheduler_factory = scheduler_factory
+        self.on_call: CallObserver | None = None
         self.retries = 0
         #: Tell callers what an unexpected exception said (development), not only its request id.
         self.expose_errors = False
@@ -150,6 +155,8 @@ class Runner:
             calllog.raised(started, "query", spec.path, error, expose=self.expose_errors)
             raise
         calllog.finished(started, "query", spec.path, outcome.error, outcome.log_lines, expose=self.expose_errors)
+        if self.on_call is not None:
+            self.on_call("query", spec, kwargs, identity, outcome, time.perf_counter() - started)
         return outcome
 
     async def _execute_query(
@@ -172,10 +179,11 @@ class Runner:
             result = await spec.fn(ctx, **kwargs)
             value = self.encode_result(spec, result)
         except Exception as error:  # the function's own failure becomes a failed outcome
-            return Outcome(error=self._body_failed(spec, error), log_lines=collector.finish(), read_set=txn.read_set)
+            return Outcome(error=self._body_failed(spec, error), log_lines=collector.finish(), read_set=txn.read_set,
+                           tenant=tenant)
         finally:
             LogCollector.deactivate(token)
-        return Outcome(value=value, log_lines=collector.finish(), read_set=txn.read_set)
+        return Outcome(value=value, log_lines=collector.finish(), read_set=txn.read_set, tenant=tenant)
 
     # -- mutations ---------------------------------------------------------------------------------------
 
@@ -223,6 +231,8 @@ class Runner:
             raise
         calllog.finished(started, "mutation", spec.path, outcome.error, outcome.log_lines,
                          expose=self.expose_errors, attempts=outcome.attempts)
+        if self.on_call is not None:
+            self.on_call("mutation", spec, kwargs, identity, outcome, time.perf_counter() - started)
         return outcome
 
     async def _execute_mutation(
@@ -319,7 +329,8 @@ class Runner:
                         cause = error.__cause__
                         if isinstance(cause, asyncpg.UniqueViolationError):
                             raise _UniqueRace() from error
-                        failure = Outcome(error=self._body_failed(spec, error), log_lines=collector.finish())
+                        failure = Outcome(error=self._body_failed(spec, error), log_lines=collector.finish(),
+                                          tenant=tenant)
                         raise _Rollback() from None
                     finally:
                         LogCollector.deactivate(token)
@@ -358,7 +369,7 @@ class Runner:
             except _RETRYABLE as error:
                 error.retry_lane = resolved  # type: ignore[union-attr]
                 raise
-            return Outcome(value=value, log_lines=lines, wrote=wrote)
+            return Outcome(value=value, log_lines=lines, wrote=wrote, tenant=resolved)
 
     def _retry_lane(self, spec: FunctionSpec, kwargs: dict[str, Any], tenant: str | None) -> asyncio.Lock:
         """Retries within one tenant (or, unscoped, of one function on one argument) take turns on this node.
@@ -396,6 +407,8 @@ class Runner:
             calllog.raised(started, "action", spec.path, error, expose=self.expose_errors)
             raise
         calllog.finished(started, "action", spec.path, outcome.error, outcome.log_lines, expose=self.expose_errors)
+        if self.on_call is not None:
+            self.on_call("action", spec, kwargs, identity, outcome, time.perf_counter() - started)
         return outcome
 
     async def _execute_action(self, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None) -> Outcome:
@@ -457,7 +470,11 @@ async def _stored_result(conn: Connection, session: tuple[str, int]) -> Outcome 
 
 
 def _subject(identity: Any | None) -> str | None:
-    return None if identity is None else str(identity.subject)
+    """The audit actor: the caller's subject, or the admin acting through the dashboard (``admin:<name>``)."""
+    if identity is None:
+        return None
+    actor = getattr(identity, "actor", None)
+    return str(actor) if actor else str(identity.subject)
 
 
 async def _backoff(attempt: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,10 @@ class BackendConfig:
     include_testing_functions: bool = False
     #: Development: callers see an unexpected exception's message (production: only its request id).
     dev: bool = False
+    #: The dashboard's admin key (``BACKEND_ADMIN_KEY``); without it ``serve`` keeps the dashboard closed.
+    admin_key: str | None = field(default_factory=lambda: os.environ.get("BACKEND_ADMIN_KEY") or None)
+    #: Static files served at ``/`` (the booking web app), relative to the working directory like schema.py.
+    web_dir: Path | None = Path("web")
 
 
 class Backend:

@@ -97,13 +97,19 @@ class TestBackend:
         serve: bool = True,
         run_scheduler: bool = True,
         auth: AuthConfig | None = None,
+        dev: bool = False,
+        admin_key: str | None = None,
     ) -> None:
+        """``dev``: serve as ``python -m backend dev`` does (dashboard open on loopback, demo sign-in);
+        ``admin_key``: the dashboard's ``BACKEND_ADMIN_KEY`` (the environment's is never used here)."""
         self.clock = clock or SystemClock()
         self.auth = auth or AuthConfig(hs256_secret=TEST_SECRET)
         self._given_url = database_url
         self.database_url = database_url or ""
         self.serve = serve
         self.run_scheduler = run_scheduler
+        self.dev = dev
+        self.admin_key = admin_key
         self.backend: Backend | None = None
         self.port = 0
         self._server: Any = None
@@ -123,6 +129,8 @@ class TestBackend:
             auth=self.auth,
             migrations_dir=None,
             include_testing_functions=True,
+            dev=self.dev,
+            admin_key=self.admin_key,
         )
         self.backend = Backend(config)
         await self.backend.start()

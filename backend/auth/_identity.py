@@ -47,6 +47,9 @@ class AuthFailed(Exception):
         return f"AuthFailed(code={self.code!r}, message={self.message!r})"
 
 
+#: Subjects starting with this are the dashboard's admins; tokens cannot carry them.
+RESERVED_SUBJECT_PREFIX: Final = "admin:"
+
 # OIDC standard claim -> Convex UserIdentity field (see Convex's keybroker crate).
 _OIDC_TO_CONVEX: Final[dict[str, str]] = {
     "given_name": "givenName",
@@ -93,6 +96,9 @@ class UserIdentity(msgspec.Struct, frozen=True, kw_only=True):
             raise AuthFailed("MissingSubject", "token has no sub claim; a subject is required")
         if not isinstance(sub, str) or not sub:
             raise AuthFailed("MissingSubject", "token sub claim must be a non-empty string")
+        if sub.startswith(RESERVED_SUBJECT_PREFIX):
+            # Audit rows name dashboard writes ``admin:<name>``; no token may claim to be one.
+            raise AuthFailed("MalformedToken", f"token sub claim must not start with {RESERVED_SUBJECT_PREFIX!r}")
         iss = payload.get("iss")
         if iss is not None and not isinstance(iss, str):
             raise AuthFailed("MalformedToken", "token iss claim must be a string")

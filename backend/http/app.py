@@ -197,11 +197,12 @@ class _CollapseSlashes:
 
 
 def create_app(backend: Backend) -> Any:
+    from ..dashboard import dashboard_routes
     from ..sync.endpoint import sync_routes
 
     app = Litestar(
         route_handlers=[api_query, api_mutation, api_action, api_function, api_run, health, list_functions, openapi,
-                        *sync_routes()],
+                        *sync_routes(), *dashboard_routes(backend)],
         cors_config=CORSConfig(allow_origins=["*"], allow_headers=["*"], allow_methods=["GET", "POST", "OPTIONS"]),
         request_max_body_size=knobs.MAX_MESSAGE_BYTES,
         openapi_config=None,

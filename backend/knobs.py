@@ -67,3 +67,5 @@ SESSION_REQUEST_RETENTION_SECONDS = _env_float(
 )
 #: Seconds a commit-log row is kept; a node further behind than this rebuilds its subscriptions.
 COMMIT_LOG_RETENTION_SECONDS = _env_float("BACKEND_COMMIT_LOG_RETENTION_SECONDS", 3600.0, 10.0, 86400.0 * 30)
+#: Characters of an HTTP ``Idempotency-Key`` header (visible ASCII only).
+MAX_IDEMPOTENCY_KEY_LENGTH = _env_int("BACKEND_MAX_IDEMPOTENCY_KEY_LENGTH", 255, 16, 4096)

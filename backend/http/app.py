@@ -14,6 +14,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .. import knobs
 from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated, Unavailable
+from ._idempotency import HEADER, idempotency_key, idempotent_session, name_the_header
 from ._responses import error_response, json_response, outcome_response
 
 if TYPE_CHECKING:
@@ -90,9 +91,16 @@ async def _call(request: Request[Any, Any, Any], kind: str, path: str, args: Any
     backend = _backend(request)
     identity = _identity(request)
     runner = backend.runner
+    key = idempotency_key(request)
+    if key is not None and kind == "action":
+        raise InvalidRequest(f"{HEADER}: only mutations take an idempotency key (actions may have side effects "
+                             "the engine cannot undo or replay)")
     try:
         if kind == "query":
             outcome = await runner.query(path, args, identity)
+        elif kind == "mutation" and key is not None:
+            outcome = name_the_header(await runner.mutation(
+                path, args, identity, session=idempotent_session(key), request_id=f"{HEADER}:{key}"))
         elif kind == "mutation":
             outcome = await runner.mutation(path, args, identity)
         else:

@@ -69,3 +69,7 @@ SESSION_REQUEST_RETENTION_SECONDS = _env_float(
 COMMIT_LOG_RETENTION_SECONDS = _env_float("BACKEND_COMMIT_LOG_RETENTION_SECONDS", 3600.0, 10.0, 86400.0 * 30)
 #: Characters of an HTTP ``Idempotency-Key`` header (visible ASCII only).
 MAX_IDEMPOTENCY_KEY_LENGTH = _env_int("BACKEND_MAX_IDEMPOTENCY_KEY_LENGTH", 255, 16, 4096)
+#: Levels of nesting (arrays and objects inside each other) a value may have. Convex: 64.
+MAX_VALUE_DEPTH = _env_int("BACKEND_MAX_VALUE_DEPTH", 64, 4, 256)
+#: Bytes (UTF-8) of the strings in one index entry of a document; PostgreSQL's b-tree cannot hold ~2.7 KB.
+MAX_INDEXED_STRING_BYTES = _env_int("BACKEND_MAX_INDEXED_STRING_BYTES", 2_048, 64, 2_600)

@@ -14,7 +14,7 @@ import re
 import typing
 import zoneinfo
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, ClassVar
 
 import msgspec
@@ -74,18 +74,34 @@ class Id(str):
         return cls(value)
 
 
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9][A-Za-z0-9_+\-]*){0,3}")
+_MAX_ZONE_NAME = 64  # the longest IANA name is about 30 characters
+
+
 class TimeZone(str):
-    """An IANA time zone name such as ``Europe/London``."""
+    """An IANA time zone name such as ``Europe/London``.
+
+    The name is checked for shape and length before the zone database is asked: it becomes a file path
+    there, and a long or odd one fails with an operating-system error instead of "not found".
+    """
 
     @classmethod
     def _validate(cls, value: object) -> TimeZone:
-        if not isinstance(value, str) or not value or value.startswith(("/", ".")) or ".." in value:
+        if not isinstance(value, str) or len(value) > _MAX_ZONE_NAME or not _ZONE_NAME.fullmatch(value):
+            raise ValueError(f"not an IANA time zone (a name such as 'Europe/London', at most {_MAX_ZONE_NAME} "
+                             "characters)")
+        if not _known_zone(value):
             raise ValueError("not an IANA time zone")
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError("not an IANA time zone") from None
         return cls(value)
+
+
+@lru_cache(maxsize=1024)
+def _known_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
 
 
 class Instant(str):

@@ -46,6 +46,8 @@ def _decode(body: bytes, kind: type[Any]) -> Any:
         raise InvalidRequest(f"malformed request: {error}") from None
     except msgspec.DecodeError:
         raise InvalidRequest("malformed request: the body is not valid JSON") from None
+    except RecursionError:  # the JSON decoder's own nesting bound, far beyond ours
+        raise InvalidRequest(f"malformed request: values may nest at most {knobs.MAX_VALUE_DEPTH} levels deep") from None
 
 
 def _args_object(args: Any) -> Any:

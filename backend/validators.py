@@ -104,12 +104,18 @@ def _known_zone(name: str) -> bool:
     return True
 
 
+#: Years a LocalDate or Instant may fall in: far enough from the calendar's ends (years 1 and 9999) that
+#: date arithmetic in functions (a day, a horizon, a recurrence) cannot overflow on a value a client sent.
+FIRST_YEAR, LAST_YEAR = 1000, 8999
+_YEARS_RULE = f"must fall in the years {FIRST_YEAR} to {LAST_YEAR}"
+
+
 class Instant(str):
     """An ISO 8601 instant with an offset or ``Z``; naive times are rejected."""
 
     @classmethod
     def _validate(cls, value: object) -> Instant:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or len(value) > 64:
             raise ValueError("expected an ISO 8601 instant string")
         try:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -117,14 +123,16 @@ class Instant(str):
             raise ValueError("not an ISO 8601 instant") from None
         if parsed.tzinfo is None:
             raise ValueError("naive datetime: an offset or Z is required")
+        if not FIRST_YEAR < parsed.year < LAST_YEAR:  # strict: the offset may move the UTC year by one
+            raise ValueError(f"instant {_YEARS_RULE}")
         return cls(value)
 
     def to_datetime(self) -> dt.datetime:
         return dt.datetime.fromisoformat(self.replace("Z", "+00:00").replace("z", "+00:00"))
 
 
-_LOCAL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_LOCAL_TIME = re.compile(r"^\d{2}:\d{2}$")
+_LOCAL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_LOCAL_TIME = re.compile(r"[0-9]{2}:[0-9]{2}")
 
 
 class LocalDate(str):
@@ -132,12 +140,14 @@ class LocalDate(str):
 
     @classmethod
     def _validate(cls, value: object) -> LocalDate:
-        if not isinstance(value, str) or not _LOCAL_DATE.match(value):
+        if not isinstance(value, str) or not _LOCAL_DATE.fullmatch(value):
             raise ValueError("expected a local date YYYY-MM-DD")
         try:
-            dt.date.fromisoformat(value)
+            parsed = dt.date.fromisoformat(value)
         except ValueError:
             raise ValueError("not a valid calendar date") from None
+        if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+            raise ValueError(f"date {_YEARS_RULE}")
         return cls(value)
 
 
@@ -146,7 +156,7 @@ class LocalTime(str):
 
     @classmethod
     def _validate(cls, value: object) -> LocalTime:
-        if not isinstance(value, str) or not _LOCAL_TIME.match(value):
+        if not isinstance(value, str) or not _LOCAL_TIME.fullmatch(value):
             raise ValueError("expected a local time HH:MM")
         hour, minute = int(value[:2]), int(value[3:])
         if hour > 23 or minute > 59:

@@ -186,7 +186,11 @@ def decode_value(value: Any, path: str = "$") -> Any:
 
 
 def _decode(value: Any, path: str, room: int) -> Any:
-    if value is None or value is True or value is False or isinstance(value, str):
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError_(path, "strings may not contain NUL (U+0000): the database cannot store it")
         return value
     if isinstance(value, float):
         if value.is_integer() and abs(value) <= 2**53 and not (value == 0 and math.copysign(1, value) < 0):

@@ -242,7 +242,8 @@ class Query:
     async def take(self, n: int) -> list[Document]:
         if n < 0:
             raise InvalidArgs("take(n) needs n >= 0")
-        return await self._run(limit=n)
+        # More than the scan budget can never be returned; the budget's own error reports the overrun.
+        return await self._run(limit=min(n, knobs.MAX_ROWS_SCANNED + 1))
 
     async def first(self) -> Document | None:
         rows = await self._run(limit=1)
@@ -256,7 +257,10 @@ class Query:
 
     async def paginate(self, opts: PaginationOpts | dict[str, Any]) -> PaginationResult:
         if isinstance(opts, dict):
-            opts = msgspec.convert(opts, PaginationOpts)
+            try:
+                opts = msgspec.convert(opts, PaginationOpts)
+            except msgspec.ValidationError as error:
+                raise InvalidArgs(f"$.args.paginationOpts: {error}") from None
         if not 0 < opts.num_items <= 8192:
             raise InvalidArgs("$.args.paginationOpts.numItems: must be between 1 and 8192")
         after = decode_cursor(opts.cursor, self._table, self._index) if opts.cursor else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import struct
 import uuid
 from typing import Any
 
@@ -137,3 +138,29 @@ async def test_bad_time_zones_name_the_field(tb: TestBackend, zone: str) -> None
     response = await call(tb, "mutation", "businesses:create", {"name": "Zones", "timezone": zone}, "tz-owner")
     assert response.status_code == 400, response.text[:300]
     assert response.json()["message"].startswith("$.args.timezone: ")
+
+
+async def test_nul_in_any_string_argument_is_refused_at_the_boundary(tb: TestBackend) -> None:
+    """PostgreSQL text and jsonb cannot hold U+0000, so it never gets as far as a query or a scheduled job."""
+    response = await call(tb, "mutation", "testing_jobs:schedule", {"key": "a\u0000b"}, "nul-user")
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("$.args.key: strings may not contain NUL")
+
+
+@pytest.mark.parametrize(("field", "value"), [("expiresOn", "9999-12-31"), ("expiresOn", "0999-12-31"),
+                                              ("expiresOn", "2030-01-01\n")])
+async def test_dates_at_the_ends_of_the_calendar_are_refused(tb: TestBackend, world: World, field: str,
+                                                             value: str) -> None:
+    member = await world.member("dates")
+    args = {"businessId": world.business_id, "memberId": member, "credits": 1, "expiresOn": "2099-01-01",
+            field: value}
+    response = await call(tb, "mutation", "credits:grant", args, world.owner)
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["message"].startswith(f"$.args.{field}: ")
+
+
+async def test_take_with_a_huge_count_reads_normally(tb: TestBackend) -> None:
+    int64_max = base64.b64encode(struct.pack("<q", 2**63 - 1)).decode("ascii")
+    args = {"lo": "a", "hi": "b", "limit": {"$integer": int64_max}}
+    response = await call(tb, "query", "counters:range", args)
+    assert response.status_code == 200, response.text[:300]

@@ -73,3 +73,5 @@ MAX_IDEMPOTENCY_KEY_LENGTH = _env_int("BACKEND_MAX_IDEMPOTENCY_KEY_LENGTH", 255,
 MAX_VALUE_DEPTH = _env_int("BACKEND_MAX_VALUE_DEPTH", 64, 4, 256)
 #: Bytes (UTF-8) of the strings in one index entry of a document; PostgreSQL's b-tree cannot hold ~2.7 KB.
 MAX_INDEXED_STRING_BYTES = _env_int("BACKEND_MAX_INDEXED_STRING_BYTES", 2_048, 64, 2_600)
+#: Documents one ``paginate`` call may ask for (``paginationOpts.numItems``). Convex: 8,192.
+MAX_PAGE_ITEMS = _env_int("BACKEND_MAX_PAGE_ITEMS", 8_192, 1, 1_000_000)

@@ -261,8 +261,8 @@ class Query:
                 opts = msgspec.convert(opts, PaginationOpts)
             except msgspec.ValidationError as error:
                 raise InvalidArgs(f"$.args.paginationOpts: {error}") from None
-        if not 0 < opts.num_items <= 8192:
-            raise InvalidArgs("$.args.paginationOpts.numItems: must be between 1 and 8192")
+        if not 0 < opts.num_items <= knobs.MAX_PAGE_ITEMS:
+            raise InvalidArgs(f"$.args.paginationOpts.numItems: must be between 1 and {knobs.MAX_PAGE_ITEMS}")
         after = decode_cursor(opts.cursor, self._table, self._index) if opts.cursor else None
         rows, last_key, exhausted = await self._scan(opts.num_items, after)
         cursor = encode_cursor(last_key) if last_key is not None else (opts.cursor or "")

@@ -30,6 +30,7 @@ from backend.testing import TestBackend
 from backend.values import encode_value
 from tests.contract.test_tenant_isolation import Tenant, make_tenant
 from tests.support.fuzz_args import generate_args
+from tests.support.sync_client import RawClient
 
 # Fixtures whose whole point is to wait or allocate as told (their bounds are the engine's time and size
 # limits, tested where those are): hostile sizes here would only measure the machine.
@@ -149,4 +150,31 @@ async def test_hostile_arguments_never_cause_a_server_error(caller: Caller, path
         else:
             answer = response.json()
             assert isinstance(answer, dict) and ("status" in answer or "code" in answer), answer
+    assert not problems, f"{len(problems)} server errors:\n" + "\n".join(problems[:25])
+
+
+QUERIES = [p for p in PUBLIC if next(s for s in load_functions(include_testing=True) if s.path == p).kind == "query"]
+
+
+@pytest.mark.parametrize("path", QUERIES)
+async def test_hostile_arguments_fail_live_queries_cleanly(caller: Caller, path: str) -> None:
+    """Over the socket the same values give each query its own QueryFailed; the socket keeps working."""
+    spec = caller.tb.backend.registry.functions[path]
+    # A lone surrogate makes the whole frame invalid JSON: the socket is closed with a FatalError, rightly.
+    cases = [(where, args) for where, args in variants(valid_args(spec, caller.tenant)) if "surrogate" not in where]
+    async with RawClient.open(caller.tb.port) as client:
+        await client.authenticate(caller.tb.token(caller.tenant.owner))
+        problems: list[str] = []
+        for start in range(0, len(cases), 200):
+            batch = cases[start:start + 200]
+            ids = await client.modify([(path, args) for _, args in batch])
+            await client.until(lambda ids=ids: all(q in client.results or q in client.failures for q in ids), 30)
+            for (where, _), q in zip(batch, ids, strict=True):
+                failure = client.failures.get(q)
+                # "[code] message" is the engine refusing; an AppError carries data; a fault is "Server Error".
+                if failure is not None and not failure["errorMessage"].startswith("[") and "errorData" not in failure:
+                    problems.append(f"{path} with {where}: {failure['errorMessage'][:200]}")
+            await client.modify(removes=ids)
+        (alive,) = await client.subscribe(("counters:get", {"name": "still-alive"}))
+        assert client.results[alive] == 0
     assert not problems, f"{len(problems)} server errors:\n" + "\n".join(problems[:25])

@@ -167,7 +167,12 @@ class LocalTime(str):
 def _dec_hook(kind: type, value: Any) -> Any:
     validate = getattr(kind, "_validate", None)
     if validate is not None:
-        return validate(value)
+        try:
+            return validate(value)
+        except (OSError, ArithmeticError) as error:
+            # A value so odd that checking it hit the system's or the calendar's edge is still the caller's
+            # bad value (a 400 naming the field), not a server fault or, worse, a "database unavailable".
+            raise ValueError(f"not a valid {kind.__name__} ({type(error).__name__})") from None
     raise NotImplementedError(f"no validator for {kind!r}")
 
 

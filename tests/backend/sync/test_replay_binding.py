@@ -77,3 +77,33 @@ async def test_session_ids_must_be_uuids(tb: TestBackend) -> None:
     async with RawClient.open(tb.port, session_id=str(uuid.uuid4()).upper()) as upper:
         (q,) = await upper.subscribe(("counters:get", {"name": unique("upper")}))
         assert upper.results[q] == 0
+
+
+async def test_an_existing_database_gains_the_binding_columns_and_old_rows_answer_nobody() -> None:
+    import asyncpg
+
+    from backend.testing import create_database, drop_database
+
+    url = await create_database("replay")
+    try:
+        conn = await asyncpg.connect(url)
+        try:  # the table as it was before results were bound to a caller
+            await conn.execute("""CREATE TABLE _session_requests (
+                session_id text NOT NULL, request_id bigint NOT NULL, result bytea NOT NULL,
+                log_lines bytea NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (session_id, request_id))""")
+            session = str(uuid.uuid4())
+            await conn.execute("INSERT INTO _session_requests (session_id, request_id, result, log_lines) "
+                               "VALUES ($1, 0, '\"secret\"', '[]')", session)
+        finally:
+            await conn.close()
+        async with TestBackend(database_url=url, run_scheduler=False) as old:
+            columns = {r["column_name"] for r in await old.sql(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = '_session_requests'")}
+            assert {"identity", "function_path"} <= columns
+            async with RawClient.open(old.port, session_id=session, connection_count=1) as client:
+                refused, _ = await client.mutation("counters:increment", {"name": "legacy"}, request_id=0)
+                assert not refused["success"] and refused["result"].startswith("[RequestIdReused]")
+                assert "secret" not in refused["result"]
+    finally:
+        await drop_database(url)

@@ -23,6 +23,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "ReferenceViolation",
+    "RequestIdReused",
     "SchemaError",
     "Unauthenticated",
     "Unavailable",
@@ -84,6 +85,17 @@ class ReferenceViolation(BackendError):
 
     code = "ReferenceViolation"
     status = 409
+
+
+class RequestIdReused(BackendError):
+    """A request id (sync ``requestId`` or HTTP ``Idempotency-Key``) already answered another caller or function.
+
+    Stored results are replayed only to the identity that made them, for the same function; anything else is
+    refused rather than answered with someone else's result or silently not run.
+    """
+
+    code = "RequestIdReused"
+    status = 422
 
 
 class FunctionNotFound(BackendError):

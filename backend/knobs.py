@@ -102,3 +102,11 @@ DASHBOARD_POLL_MS = _env_int("BACKEND_DASHBOARD_POLL_MS", 1_000, 100, 60_000)
 DASHBOARD_MAX_PAGE_ROWS = _env_int("BACKEND_DASHBOARD_MAX_PAGE_ROWS", 200, 1, 8_192)
 #: Seconds a dashboard login cookie stays valid.
 DASHBOARD_SESSION_SECONDS = _env_int("BACKEND_DASHBOARD_SESSION_SECONDS", 12 * 3600, 60, 30 * 86400)
+#: Characters of an HTTP ``Idempotency-Key`` header (visible ASCII only).
+MAX_IDEMPOTENCY_KEY_LENGTH = _env_int("BACKEND_MAX_IDEMPOTENCY_KEY_LENGTH", 255, 16, 4096)
+#: Levels of nesting (arrays and objects inside each other) a value may have. Convex: 64.
+MAX_VALUE_DEPTH = _env_int("BACKEND_MAX_VALUE_DEPTH", 64, 4, 256)
+#: Bytes (UTF-8) of the strings in one index entry of a document; PostgreSQL's b-tree cannot hold ~2.7 KB.
+MAX_INDEXED_STRING_BYTES = _env_int("BACKEND_MAX_INDEXED_STRING_BYTES", 2_048, 64, 2_600)
+#: Documents one ``paginate`` call may ask for (``paginationOpts.numItems``). Convex: 8,192.
+MAX_PAGE_ITEMS = _env_int("BACKEND_MAX_PAGE_ITEMS", 8_192, 1, 1_000_000)

@@ -32,6 +32,7 @@ from .errors import (
     InvalidArgs,
     InvalidReturn,
     LimitExceeded,
+    RequestIdReused,
     UniqueViolation,
 )
 from .logs import LogCollector
@@ -305,7 +306,7 @@ class Runner:
                 # predicate lock on the index page other sessions insert their results into, and abort them
                 # (measured in bench/: 3x fewer mutations/s). A replay racing its first run is caught by the
                 # primary key of _session_requests instead; its retry then finds the stored result here.
-                stored = await _stored_result(conn, session)
+                stored = await _stored_result(conn, session, identity, spec.path)
                 if stored is not None:
                     return stored
             failure: Outcome | None = None
@@ -341,9 +342,11 @@ class Runner:
                     if wrote and session is not None:  # both bookkeeping rows in one round trip
                         await conn.execute(
                             "WITH logged AS (INSERT INTO _commit_log (xid, summary) VALUES (pg_current_xact_id(), $1)) "
-                            "INSERT INTO _session_requests (session_id, request_id, result, log_lines) VALUES ($2, $3, $4, $5)",
+                            "INSERT INTO _session_requests (session_id, request_id, result, log_lines, identity, "
+                            "function_path) VALUES ($2, $3, $4, $5, $6, $7)",
                             encode_keys(txn.written_keys()),
                             session[0], session[1], msgspec.json.encode(value), msgspec.json.encode(lines),
+                            _caller_key(identity), spec.path,
                         )
                     elif wrote:
                         await conn.execute(
@@ -352,15 +355,17 @@ class Runner:
                         )
                     elif session is not None:
                         await conn.execute(
-                            "INSERT INTO _session_requests (session_id, request_id, result, log_lines) VALUES ($1, $2, $3, $4)",
+                            "INSERT INTO _session_requests (session_id, request_id, result, log_lines, identity, "
+                            "function_path) VALUES ($1, $2, $3, $4, $5, $6)",
                             session[0], session[1], msgspec.json.encode(value), msgspec.json.encode(lines),
+                            _caller_key(identity), spec.path,
                         )
             except _Rollback:
                 assert failure is not None
                 if session is not None:
                     # The same request may have committed on another socket meanwhile (a reconnect racing a
                     # half-open old socket): then its stored result is the answer, not this run's failure.
-                    stored = await _stored_result(conn, session)
+                    stored = await _stored_result(conn, session, identity, spec.path)
                     if stored is not None:
                         return stored
                 return failure
@@ -458,15 +463,33 @@ class _UniqueRace(Exception):
         return UniqueViolation(f"unique index {name}: a live document with this key exists")
 
 
-async def _stored_result(conn: Connection, session: tuple[str, int]) -> Outcome | None:
-    """The outcome stored by the first committed run of ``(sessionId, requestId)``, if there was one."""
+async def _stored_result(conn: Connection, session: tuple[str, int], identity: Any | None, path: str) -> Outcome | None:
+    """The outcome stored by the first committed run of ``(sessionId, requestId)``, if there was one.
+
+    It answers only the identity that made it, calling the same function: anyone else presenting the same
+    ids gets ``RequestIdReused`` (never the stored value, and its own call is not run). Rows stored before
+    the identity was recorded (``function_path`` NULL) answer nobody.
+    """
     stored = await conn.fetchrow(
-        "SELECT result, log_lines FROM _session_requests WHERE session_id = $1 AND request_id = $2",
+        "SELECT result, log_lines, identity, function_path FROM _session_requests "
+        "WHERE session_id = $1 AND request_id = $2",
         session[0], session[1],
     )
     if stored is None:
         return None
+    if stored["function_path"] != path or stored["identity"] != _caller_key(identity):
+        return Outcome(error=RequestIdReused(
+            f"request {session[1]} of this session was already used by another caller or function; "
+            "send a new request id"))
     return Outcome(value=msgspec.json.decode(stored["result"]), log_lines=msgspec.json.decode(stored["log_lines"]))
+
+
+def _caller_key(identity: Any | None) -> str | None:
+    """What a stored result is bound to: the token identifier (issuer and subject), None for anonymous."""
+    if identity is None:
+        return None
+    token_identifier = getattr(identity, "token_identifier", None)
+    return str(token_identifier) if token_identifier is not None else f"|{identity.subject}"
 
 
 def _subject(identity: Any | None) -> str | None:

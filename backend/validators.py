@@ -14,7 +14,7 @@ import re
 import typing
 import zoneinfo
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, ClassVar
 
 import msgspec
@@ -75,18 +75,40 @@ class Id(str):
         return cls(value)
 
 
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9][A-Za-z0-9_+\-]*){0,3}")
+_MAX_ZONE_NAME = 64  # the longest IANA name is about 30 characters
+
+
 class TimeZone(str):
-    """An IANA time zone name such as ``Europe/London``."""
+    """An IANA time zone name such as ``Europe/London``.
+
+    The name is checked for shape and length before the zone database is asked: it becomes a file path
+    there, and a long or odd one fails with an operating-system error instead of "not found".
+    """
 
     @classmethod
     def _validate(cls, value: object) -> TimeZone:
-        if not isinstance(value, str) or not value or value.startswith(("/", ".")) or ".." in value:
+        if not isinstance(value, str) or len(value) > _MAX_ZONE_NAME or not _ZONE_NAME.fullmatch(value):
+            raise ValueError(f"not an IANA time zone (a name such as 'Europe/London', at most {_MAX_ZONE_NAME} "
+                             "characters)")
+        if not _known_zone(value):
             raise ValueError("not an IANA time zone")
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError("not an IANA time zone") from None
         return cls(value)
+
+
+@lru_cache(maxsize=1024)
+def _known_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+#: Years a LocalDate or Instant may fall in: far enough from the calendar's ends (years 1 and 9999) that
+#: date arithmetic in functions (a day, a horizon, a recurrence) cannot overflow on a value a client sent.
+FIRST_YEAR, LAST_YEAR = 1000, 8999
+_YEARS_RULE = f"must fall in the years {FIRST_YEAR} to {LAST_YEAR}"
 
 
 class Instant(str):
@@ -94,7 +116,7 @@ class Instant(str):
 
     @classmethod
     def _validate(cls, value: object) -> Instant:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or len(value) > 64:
             raise ValueError("expected an ISO 8601 instant string")
         try:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -102,14 +124,16 @@ class Instant(str):
             raise ValueError("not an ISO 8601 instant") from None
         if parsed.tzinfo is None:
             raise ValueError("naive datetime: an offset or Z is required")
+        if not FIRST_YEAR < parsed.year < LAST_YEAR:  # strict: the offset may move the UTC year by one
+            raise ValueError(f"instant {_YEARS_RULE}")
         return cls(value)
 
     def to_datetime(self) -> dt.datetime:
         return dt.datetime.fromisoformat(self.replace("Z", "+00:00").replace("z", "+00:00"))
 
 
-_LOCAL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_LOCAL_TIME = re.compile(r"^\d{2}:\d{2}$")
+_LOCAL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_LOCAL_TIME = re.compile(r"[0-9]{2}:[0-9]{2}")
 
 
 class LocalDate(str):
@@ -117,12 +141,14 @@ class LocalDate(str):
 
     @classmethod
     def _validate(cls, value: object) -> LocalDate:
-        if not isinstance(value, str) or not _LOCAL_DATE.match(value):
+        if not isinstance(value, str) or not _LOCAL_DATE.fullmatch(value):
             raise ValueError("expected a local date YYYY-MM-DD")
         try:
-            dt.date.fromisoformat(value)
+            parsed = dt.date.fromisoformat(value)
         except ValueError:
             raise ValueError("not a valid calendar date") from None
+        if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+            raise ValueError(f"date {_YEARS_RULE}")
         return cls(value)
 
 
@@ -131,7 +157,7 @@ class LocalTime(str):
 
     @classmethod
     def _validate(cls, value: object) -> LocalTime:
-        if not isinstance(value, str) or not _LOCAL_TIME.match(value):
+        if not isinstance(value, str) or not _LOCAL_TIME.fullmatch(value):
             raise ValueError("expected a local time HH:MM")
         hour, minute = int(value[:2]), int(value[3:])
         if hour > 23 or minute > 59:
@@ -142,7 +168,12 @@ class LocalTime(str):
 def _dec_hook(kind: type, value: Any) -> Any:
     validate = getattr(kind, "_validate", None)
     if validate is not None:
-        return validate(value)
+        try:
+            return validate(value)
+        except (OSError, ArithmeticError) as error:
+            # A value so odd that checking it hit the system's or the calendar's edge is still the caller's
+            # bad value (a 400 naming the field), not a server fault or, worse, a "database unavailable".
+            raise ValueError(f"not a valid {kind.__name__} ({type(error).__name__})") from None
     raise NotImplementedError(f"no validator for {kind!r}")
 
 

@@ -17,9 +17,12 @@ from typing import Any
 
 import msgspec
 
+from . import knobs
+
 __all__ = [
     "Int64",
     "ValueError_",
+    "check_depth",
     "decode_value",
     "encode_error_data",
     "encode_value",
@@ -75,8 +78,48 @@ def _encode_float(value: float) -> Any:
     return {"$float": base64.b64encode(struct.pack("<d", value)).decode("ascii")}
 
 
+def check_depth(value: Any, limit: int | None = None, path: str = "$") -> None:
+    """Refuse a value nested more than ``limit`` (default ``knobs.MAX_VALUE_DEPTH``) arrays/objects deep.
+
+    The one nesting rule for every boundary (HTTP bodies, socket messages, stored values): recursive code
+    further in (decoding, validation, hashing) may then recurse freely. The error names where the limit was
+    crossed. Recursion here is bounded by ``limit`` itself.
+    """
+    limit = knobs.MAX_VALUE_DEPTH if limit is None else limit
+    trail = _too_deep(value, limit)
+    if trail is not None:
+        raise ValueError_(path + "".join(reversed(trail)), _depth_rule(limit))
+
+
+def _depth_rule(limit: int) -> str:
+    return f"values may nest at most {limit} levels deep (arrays and objects)"
+
+
+def _too_deep(value: Any, room: int) -> list[str] | None:
+    """The path (innermost step first) to the first container beyond ``room`` more levels, or None."""
+    if isinstance(value, dict):
+        steps: Any = ((f".{k}", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        steps = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    if room <= 0:
+        return []
+    for step, item in steps:
+        if isinstance(item, dict | list | tuple):
+            trail = _too_deep(item, room - 1)
+            if trail is not None:
+                trail.append(step)
+                return trail
+    return None
+
+
 def encode_value(value: Any, path: str = "$") -> Any:
     """Turn a Python value into its convex_encoded_json form (ready for ``msgspec.json.encode``)."""
+    return _encode(value, path, knobs.MAX_VALUE_DEPTH)
+
+
+def _encode(value: Any, path: str, room: int) -> Any:
     if value is None or value is True or value is False:
         return value
     if isinstance(value, str):
@@ -92,9 +135,13 @@ def encode_value(value: Any, path: str = "$") -> Any:
     if isinstance(value, float):
         return _encode_float(value)
     if isinstance(value, dict):
-        return {_check_key(k, path): encode_value(v, f"{path}.{k}") for k, v in value.items() if v is not _UNSET}
+        if room <= 0:
+            raise ValueError_(path, _depth_rule(knobs.MAX_VALUE_DEPTH))
+        return {_check_key(k, path): _encode(v, f"{path}.{k}", room - 1) for k, v in value.items() if v is not _UNSET}
     if isinstance(value, list | tuple):
-        return [encode_value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if room <= 0:
+            raise ValueError_(path, _depth_rule(knobs.MAX_VALUE_DEPTH))
+        return [_encode(v, f"{path}[{i}]", room - 1) for i, v in enumerate(value)]
     if isinstance(value, bytes | bytearray | memoryview):
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, dt.datetime):
@@ -102,10 +149,10 @@ def encode_value(value: Any, path: str = "$") -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, enum.Enum):
-        return encode_value(value.value, path)
+        return _encode(value.value, path, room)
     if isinstance(value, msgspec.Struct):
         plain = msgspec.to_builtins(value, builtin_types=(bytes, dt.datetime, dt.date), enc_hook=_plain)
-        return encode_value(plain, path)
+        return _encode(plain, path, room)
     raise ValueError_(path, f"{type(value).__name__} is not a Convex value")
 
 
@@ -133,9 +180,17 @@ def decode_value(value: Any, path: str = "$") -> Any:
     """Turn convex_encoded_json into Python values.
 
     Integral float64 numbers become ``int`` so ``int`` parameters accept ``5.0`` from clients that only have
-    float64; ``$integer`` becomes ``Int64``.
+    float64; ``$integer`` becomes ``Int64``. Values nested deeper than ``knobs.MAX_VALUE_DEPTH`` are refused.
     """
-    if value is None or value is True or value is False or isinstance(value, str):
+    return _decode(value, path, knobs.MAX_VALUE_DEPTH)
+
+
+def _decode(value: Any, path: str, room: int) -> Any:
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError_(path, "strings may not contain NUL (U+0000): the database cannot store it")
         return value
     if isinstance(value, float):
         if value.is_integer() and abs(value) <= 2**53 and not (value == 0 and math.copysign(1, value) < 0):
@@ -144,7 +199,9 @@ def decode_value(value: Any, path: str = "$") -> Any:
     if isinstance(value, int):
         return value
     if isinstance(value, list):
-        return [decode_value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if room <= 0:
+            raise ValueError_(path, _depth_rule(knobs.MAX_VALUE_DEPTH))
+        return [_decode(v, f"{path}[{i}]", room - 1) for i, v in enumerate(value)]
     if isinstance(value, dict):
         if len(value) == 1:
             ((key, inner),) = value.items()
@@ -165,7 +222,9 @@ def decode_value(value: Any, path: str = "$") -> Any:
                 return _b64(inner, path)
             if key in ("$set", "$map"):
                 raise ValueError_(path, f"{key} values are not supported")
-        return {_check_key(k, path): decode_value(v, f"{path}.{k}") for k, v in value.items()}
+        if room <= 0:
+            raise ValueError_(path, _depth_rule(knobs.MAX_VALUE_DEPTH))
+        return {_check_key(k, path): _decode(v, f"{path}.{k}", room - 1) for k, v in value.items()}
     raise ValueError_(path, f"{type(value).__name__} is not a JSON value")
 
 

@@ -128,14 +128,36 @@ def encode_cursor(key: tuple[Any, ...]) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode([_enc(v) for v in key])).decode("ascii")
 
 
-def decode_cursor(cursor: str, width: int) -> tuple[Any, ...]:
+_CURSOR = "$.args.paginationOpts.cursor"
+
+
+def decode_cursor(cursor: str, table: TableSpec, index: IndexSpec) -> tuple[Any, ...]:
+    """The index key a cursor holds, each part checked against its field's rule.
+
+    A cursor comes back from the client, so it is untrusted input: anything but a key this index could hold
+    (wrong width, wrong types, garbage) is refused as bad arguments before it reaches SQL. A well-formed key
+    only moves where the page starts: the query's range and tenant bounds still apply.
+    """
     try:
         values = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode("ascii")))
-    except (ValueError, msgspec.DecodeError):
-        raise InvalidArgs("$.args.paginationOpts.cursor: not a cursor returned by this query") from None
-    if not isinstance(values, list) or len(values) != width:
-        raise InvalidArgs("$.args.paginationOpts.cursor: not a cursor returned by this query")
-    return tuple(_dec(v) for v in values)
+    except (ValueError, msgspec.DecodeError, RecursionError):
+        raise InvalidArgs(f"{_CURSOR}: not a cursor returned by this query") from None
+    if not isinstance(values, list) or len(values) != len(index.keys):
+        raise InvalidArgs(f"{_CURSOR}: not a cursor returned by this query (expected {len(index.keys)} key parts)")
+    key: list[Any] = []
+    for name, raw in zip(index.keys, values, strict=True):
+        spec = table.fields[name]
+        if raw is None:
+            if not spec.nullable:
+                raise InvalidArgs(f"{_CURSOR}: not a cursor returned by this query ({name} cannot be null)")
+            key.append(None)
+            continue
+        try:
+            key.append(spec.check(_dec(raw), f"{table.name}.{name}"))
+        except (SchemaError, ValueError, TypeError, OverflowError) as error:
+            rule = error.message if isinstance(error, SchemaError) else f"{name} is not a valid key part"
+            raise InvalidArgs(f"{_CURSOR}: not a cursor returned by this query ({rule[:200]})") from None
+    return tuple(key)
 
 
 def _seek(columns: list[str], nullable: list[bool], after: tuple[Any, ...], ascending: bool, params: list[Any]) -> str:
@@ -220,7 +242,8 @@ class Query:
     async def take(self, n: int) -> list[Document]:
         if n < 0:
             raise InvalidArgs("take(n) needs n >= 0")
-        return await self._run(limit=n)
+        # More than the scan budget can never be returned; the budget's own error reports the overrun.
+        return await self._run(limit=min(n, knobs.MAX_ROWS_SCANNED + 1))
 
     async def first(self) -> Document | None:
         rows = await self._run(limit=1)
@@ -234,10 +257,13 @@ class Query:
 
     async def paginate(self, opts: PaginationOpts | dict[str, Any]) -> PaginationResult:
         if isinstance(opts, dict):
-            opts = msgspec.convert(opts, PaginationOpts)
-        if not 0 < opts.num_items <= 8192:
-            raise InvalidArgs("$.args.paginationOpts.numItems: must be between 1 and 8192")
-        after = decode_cursor(opts.cursor, len(self._index.keys)) if opts.cursor else None
+            try:
+                opts = msgspec.convert(opts, PaginationOpts)
+            except msgspec.ValidationError as error:
+                raise InvalidArgs(f"$.args.paginationOpts: {error}") from None
+        if not 0 < opts.num_items <= knobs.MAX_PAGE_ITEMS:
+            raise InvalidArgs(f"$.args.paginationOpts.numItems: must be between 1 and {knobs.MAX_PAGE_ITEMS}")
+        after = decode_cursor(opts.cursor, self._table, self._index) if opts.cursor else None
         rows, last_key, exhausted = await self._scan(opts.num_items, after)
         cursor = encode_cursor(last_key) if last_key is not None else (opts.cursor or "")
         return PaginationResult(page=rows, is_done=exhausted, continue_cursor=cursor)

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from .. import ids
+from .. import ids, knobs
 from ..errors import InvalidWrite, NotFound, ReferenceViolation, SchemaError, UniqueViolation
 from ..schema import TableSpec
 from ..values import format_instant
@@ -37,6 +37,30 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     return value
+
+
+def _check_index_entries(table: TableSpec, doc: Document) -> None:
+    """Refuse a document whose strings in one index entry exceed ``knobs.MAX_INDEXED_STRING_BYTES``.
+
+    PostgreSQL cannot hold a b-tree entry larger than about a third of a page (~2.7 KB, after compression);
+    checking here makes the caller's error name the field instead of failing inside the database.
+    """
+    limit = knobs.MAX_INDEXED_STRING_BYTES
+    for index in table.indexes.values():
+        sizes = [(len(v) * 4 if isinstance(v, str) else len(v), k) for k in index.keys
+                 if k != "_id" and table.fields[k].references is None  # ids are short, and checked as ids
+                 and isinstance(v := doc.get(k), str | bytes)]
+        if sum(size for size, _ in sizes) <= limit:  # cannot be over the limit: 4 bytes per character at most
+            continue
+        exact = [(len(doc[k].encode("utf-8", "surrogatepass")) if isinstance(doc[k], str) else len(doc[k]), k)
+                 for _, k in sizes]
+        total = sum(size for size, _ in exact)
+        if total > limit:
+            largest = max(exact)[1]
+            raise InvalidWrite(
+                f"{table.name}.{largest}: indexed values may hold at most {limit} bytes of text per index entry (ids aside) "
+                f"(index {index.name} would hold {total}); shorten the value or leave the field out of the index"
+            )
 
 
 class DatabaseWriter(DatabaseReader):
@@ -149,6 +173,7 @@ class DatabaseWriter(DatabaseReader):
         if table.soft_delete:
             doc.update(deleted=False, deletedAt=None, deletedBy=None)
         self._stamp(table, doc, created=True)
+        _check_index_entries(table, doc)
         columns = table.columns
         placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
         sql = f"INSERT INTO {_quote(table.name)} ({', '.join(_quote(c.column) for c in columns)}) VALUES ({placeholders})"
@@ -237,6 +262,7 @@ class DatabaseWriter(DatabaseReader):
         new = dict(old)
         new.update(changes)
         self._stamp(table, new, created=False)
+        _check_index_entries(table, new)
         changed = [c for c in table.columns if new.get(c.key) != old.get(c.key) or c.key in changes]
         if changed:
             sets = ", ".join(f"{_quote(c.column)} = ${i + 2}" for i, c in enumerate(changed))

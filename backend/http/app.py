@@ -14,6 +14,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .. import calllog, knobs
 from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated, Unavailable
+from ._idempotency import HEADER, idempotency_key, idempotent_session, name_the_header
 from ._responses import error_response, json_response, outcome_response
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ def _decode(body: bytes, kind: type[Any]) -> Any:
         raise InvalidRequest(f"malformed request: {error}") from None
     except msgspec.DecodeError:
         raise InvalidRequest("malformed request: the body is not valid JSON") from None
+    except RecursionError:  # the JSON decoder's own nesting bound, far beyond ours
+        raise InvalidRequest(f"malformed request: values may nest at most {knobs.MAX_VALUE_DEPTH} levels deep") from None
 
 
 def _args_object(args: Any) -> Any:
@@ -91,9 +94,16 @@ async def _call(request: Request[Any, Any, Any], kind: str, path: str, args: Any
     identity = _identity(request)
     runner = backend.runner
     calllog.source.set("http")
+    key = idempotency_key(request)
+    if key is not None and kind == "action":
+        raise InvalidRequest(f"{HEADER}: only mutations take an idempotency key (actions may have side effects "
+                             "the engine cannot undo or replay)")
     try:
         if kind == "query":
             outcome = await runner.query(path, args, identity)
+        elif kind == "mutation" and key is not None:
+            outcome = name_the_header(await runner.mutation(
+                path, args, identity, session=idempotent_session(key), request_id=f"{HEADER}:{key}"))
         elif kind == "mutation":
             outcome = await runner.mutation(path, args, identity)
         else:

@@ -39,6 +39,10 @@ SYSTEM_DDL = [
         created_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (session_id, request_id))""",
     "CREATE INDEX IF NOT EXISTS _session_requests_created_at ON _session_requests (created_at)",
+    # Who made the request and which function it called: a replay is answered only for the same pair.
+    # Added, not created above, so databases made before they existed gain them at start.
+    "ALTER TABLE _session_requests ADD COLUMN IF NOT EXISTS identity text, "
+    "ADD COLUMN IF NOT EXISTS function_path text",
     "CREATE TABLE IF NOT EXISTS _clock (id int PRIMARY KEY, ts bigint NOT NULL)",
     "INSERT INTO _clock (id, ts) VALUES (1, 0) ON CONFLICT DO NOTHING",
     "CREATE TABLE IF NOT EXISTS _migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",

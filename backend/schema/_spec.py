@@ -183,7 +183,10 @@ def _check_instant(value: Any, path: str) -> Any:
             raise SchemaError(f"{path}: {error}") from None
     if not isinstance(value, dt.datetime) or value.tzinfo is None:
         raise SchemaError(f"{path}: expected an aware datetime or an ISO 8601 instant")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise SchemaError(f"{path}: the instant is outside the calendar in UTC") from None
 
 
 def _check_date(value: Any, path: str) -> Any:
@@ -205,6 +208,8 @@ def _check_bytes(value: Any, path: str) -> Any:
 
 def _check_json(value: Any, path: str) -> Any:
     def walk(item: Any, where: str) -> None:
+        if isinstance(item, str) and "\x00" in item:
+            raise SchemaError(f"{where}: strings may not contain NUL characters")
         if item is None or isinstance(item, bool | str | int):
             return
         if isinstance(item, float):

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import enum
 import logging
+import re
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -40,7 +41,7 @@ __all__ = ["SessionState", "SyncSession", "Transport"]
 
 log = logging.getLogger("backend.sync")
 
-_MAX_SESSION_ID = 256
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CLOSE_TIMEOUT_SECONDS = 10.0
 
 
@@ -322,9 +323,10 @@ class SyncSession:
             raise _Closed
 
     def _connect(self, message: p.Connect) -> None:
-        if not message.sessionId or len(message.sessionId) > _MAX_SESSION_ID:
-            self._fatal("Connect.sessionId must be a non-empty string of at most 256 characters")
-        self.session_id = message.sessionId
+        if not _UUID.fullmatch(message.sessionId):
+            # Stored mutation results are keyed by it: an unguessable UUID, as every official client sends.
+            self._fatal("Connect.sessionId must be a UUID (8-4-4-4-12 hexadecimal digits)")
+        self.session_id = message.sessionId.lower()
         # The session's first socket: no mutation of it can have been stored yet, so no replay lookup.
         self.fresh_session = message.connectionCount == 0 and message.lastCloseReason in (None, "InitialConnect")
         if message.maxObservedTimestamp:

@@ -113,3 +113,22 @@ def test_supported_annotations_and_defaults_register() -> None:
         return {}
 
     assert query(fine).spec.args.python_names == ("slots", "tz", "tags", "flag")
+
+
+class Edgy(str):
+    """A value type whose check fails the way ``zoneinfo`` does on a very long name."""
+
+    @classmethod
+    def _validate(cls, value: object) -> Edgy:
+        raise OSError(36, "File name too long")
+
+
+async def edgy(ctx: object, thing: Edgy) -> None:
+    return None
+
+
+def test_a_validator_that_hits_an_os_or_arithmetic_edge_reports_the_field() -> None:
+    """A check that raises OSError or OverflowError is the caller's bad value, not a server or database fault."""
+    with pytest.raises(ValidationFailure) as failure:
+        ArgsValidator.from_signature(edgy, "t:edgy").validate({"thing": "x"})
+    assert failure.value.path == "$.args.thing" and "Edgy" in failure.value.rule

@@ -67,3 +67,21 @@ SESSION_REQUEST_RETENTION_SECONDS = _env_float(
 )
 #: Seconds a commit-log row is kept; a node further behind than this rebuilds its subscriptions.
 COMMIT_LOG_RETENTION_SECONDS = _env_float("BACKEND_COMMIT_LOG_RETENTION_SECONDS", 3600.0, 10.0, 86400.0 * 30)
+#: Levels of nested arrays and objects in one value a client sends (query, mutation and action arguments).
+#: Deeper values are refused naming this limit; it keeps recursive decoding and validation far from
+#: Python's recursion limit. Convex: 64.
+MAX_VALUE_DEPTH = _env_int("BACKEND_MAX_VALUE_DEPTH", 64, 4, 512)
+#: Query subscriptions (adds and identity re-subscriptions) the hub applies in one pass. A larger query-set
+#: change is applied over several passes, each followed by other sockets' work, so one client adding
+#: thousands of queries cannot freeze everyone else's updates; its own Transition waits until all are in.
+HUB_QUERIES_PER_PASS = _env_int("BACKEND_HUB_QUERIES_PER_PASS", 64, 1, 1_000_000)
+#: Bytes of one Transition frame. Larger Transitions are sent as several consecutive Transitions, only the
+#: last of which advances the version; a single query result larger than this fails with QueryFailed.
+MAX_TRANSITION_BYTES = _env_int("BACKEND_MAX_TRANSITION_BYTES", 8 * 1024 * 1024, 64 * 1024, 1 << 30)
+#: Characters of one log record (message plus traceback); longer records are cut, keeping both ends.
+LOG_MAX_CHARS = _env_int("BACKEND_LOG_MAX_CHARS", 8192, 256, 1 << 20)
+#: Records from one place (logger, exception type, source line) per window before the rest are suppressed
+#: and counted; the count is reported with the next record from that place.
+LOG_REPEAT_LIMIT = _env_int("BACKEND_LOG_REPEAT_LIMIT", 10, 1, 1_000_000)
+#: Seconds of the window ``LOG_REPEAT_LIMIT`` counts in.
+LOG_REPEAT_WINDOW_SECONDS = _env_float("BACKEND_LOG_REPEAT_WINDOW_SECONDS", 60.0, 0.1, 86400.0)

@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import enum
-import logging
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -25,19 +24,21 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .. import knobs
 from ..auth._identity import format_time
 from ..errors import BackendError, InvalidRequest
+from ..logs import engine_logger
 from ..registry import canonical_path
 from ..runner import Outcome
 from . import protocol as p
+from .inbound import check_depth
 from .sending import NO_FRAMES, Outbox, finish, keepalive, step
 
 if TYPE_CHECKING:
     from ..db import Txn
-    from ..reactive.hub import Subscriber
+    from ..reactive.hub import QueryOp, Subscriber
     from ..server import Backend
 
 __all__ = ["SessionState", "SyncSession", "Transport"]
 
-log = logging.getLogger("backend.sync")
+log = engine_logger("backend.sync")
 
 _MAX_SESSION_ID = 256
 _CLOSE_TIMEOUT_SECONDS = 10.0
@@ -133,6 +134,12 @@ class SyncSession:
         self._outbox.clear()  # released now, not when the close completes
         self._pending_transitions = 0
         self._begin_close(1013, "TooManyConcurrentRequests: the client is not reading transitions fast enough")
+        self._stop_reading()
+
+    def fail(self) -> None:
+        """The hub could not apply or send something of this socket: close it; the client reconnects and
+        rebuilds its state, and no other socket is affected."""
+        self._begin_close(1011, "InternalServerError: the server could not apply a request of this socket")
         self._stop_reading()
 
     def _stop_reading(self) -> None:
@@ -280,6 +287,8 @@ class SyncSession:
             message = p.decode_client_message(frame)
         except p.ProtocolError as error:
             self._fatal(str(error))
+        except RecursionError:
+            self._fatal(f"invalid message: nested deeper than {knobs.MAX_VALUE_DEPTH} levels (BACKEND_MAX_VALUE_DEPTH)")
         self._handle(message)
         return True
 
@@ -345,31 +354,41 @@ class SyncSession:
             )
         if message.newVersion <= message.baseVersion:
             self._fatal("ModifyQuerySet newVersion must be greater than baseVersion")
+        # Checked in message order (an id may be added, removed and added again in one message), and handed to
+        # the hub in that order; the arguments are validated here, in this socket's task.
         live = set(self._pending_ids)
-        adds: list[tuple[int, str, Any]] = []
-        removes: list[int] = []
         for mod in message.modifications:
             if isinstance(mod, p.Add):
                 if mod.queryId in live:
                     self._fatal(f"query id {mod.queryId} is already in the query set")
                 if len(mod.args) != 1:
                     self._fatal(f"query {mod.queryId}: args must be a one-element array")
-                try:
-                    path = canonical_path(mod.udfPath)
-                except InvalidRequest:
-                    path = mod.udfPath
                 live.add(mod.queryId)
-                adds.append((mod.queryId, path, mod.args[0]))
             else:
                 if mod.queryId not in live:
                     self._fatal(f"query id {mod.queryId} is not in the query set")
                 live.discard(mod.queryId)
-                removes.append(mod.queryId)
         if len(live) > knobs.MAX_QUERIES_PER_SESSION:
             self._fatal(f"more than {knobs.MAX_QUERIES_PER_SESSION} queries on one socket")
+        hub = self.backend.hub
+        ops: list[QueryOp] = []
+        for mod in message.modifications:
+            if isinstance(mod, p.Add):
+                try:
+                    path = canonical_path(mod.udfPath)
+                except InvalidRequest:
+                    path = mod.udfPath
+                try:
+                    check_depth(mod.args[0])
+                    call = hub.prepare(path, mod.args[0])
+                except BackendError as error:
+                    call = hub.refused(path, error)
+                ops.append((mod.queryId, call))
+            else:
+                ops.append((mod.queryId, None))
         self._pending_ids = live
         self.received_query_set = message.newVersion
-        self.backend.hub.modify(self.sub, message.newVersion, adds, removes)
+        hub.modify(self.sub, message.newVersion, ops)
 
     def _authenticate(self, message: p.Authenticate) -> None:
         assert self.sub is not None
@@ -467,6 +486,7 @@ class SyncSession:
         try:
             if args is None:
                 raise InvalidRequest("$.args: must be a one-element array")
+            check_depth(args)
             spec = runner.resolve(message.udfPath, "mutation", False)
             outcome = await runner.execute_mutation(
                 spec, runner.validate_args(spec, args), identity,
@@ -506,6 +526,7 @@ class SyncSession:
         try:
             if len(message.args) != 1:
                 raise InvalidRequest("$.args: must be a one-element array")
+            check_depth(message.args[0])
             outcome = await runner.action(message.udfPath, message.args[0], identity)
             frame = p.action_response(message.requestId, outcome.value, outcome.error, outcome.log_lines)
         except BackendError as error:

@@ -85,3 +85,11 @@ LOG_MAX_CHARS = _env_int("BACKEND_LOG_MAX_CHARS", 8192, 256, 1 << 20)
 LOG_REPEAT_LIMIT = _env_int("BACKEND_LOG_REPEAT_LIMIT", 10, 1, 1_000_000)
 #: Seconds of the window ``LOG_REPEAT_LIMIT`` counts in.
 LOG_REPEAT_WINDOW_SECONDS = _env_float("BACKEND_LOG_REPEAT_WINDOW_SECONDS", 60.0, 0.1, 86400.0)
+#: Bytes of client frames this process holds at once, across all sockets: frames being received and
+#: mutations and actions decoded but not yet finished. A socket that would pass it is closed with a
+#: TooManyConcurrentRequests reason (clients back off and retry), so large or stalled frames cannot exhaust
+#: memory.
+MAX_INBOUND_BYTES = _env_int("BACKEND_MAX_INBOUND_BYTES", 128 * 1024 * 1024, 1024 * 1024, 1 << 40)
+#: Seconds a frame (or fragmented message) may take to arrive from its first byte; a client that stalls
+#: mid-frame is closed after this.
+FRAME_READ_TIMEOUT_SECONDS = _env_float("BACKEND_FRAME_READ_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0)

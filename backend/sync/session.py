@@ -28,7 +28,7 @@ from ..logs import engine_logger
 from ..registry import canonical_path
 from ..runner import Outcome
 from . import protocol as p
-from .inbound import check_depth
+from .inbound import INBOUND, check_depth
 from .sending import NO_FRAMES, Outbox, finish, keepalive, step
 
 if TYPE_CHECKING:
@@ -98,7 +98,8 @@ class SyncSession:
         self._broken = False  # a send failed: the socket is gone, nothing more is written
         self._last_sent = time.monotonic()
         # Each request carries the identity in force when it arrived, so a later Authenticate cannot change it.
-        self._mutations: collections.deque[tuple[p.Mutation, Any | None]] | None = None
+        # ... and the bytes of its frame, held in the process's inbound budget until the request is finished.
+        self._mutations: collections.deque[tuple[p.Mutation, Any | None, int]] | None = None
         self._inflight = 0
         self._tasks: set[asyncio.Task[Any]] | None = None  # running actions
         self._close_reason: tuple[int, str] | None = None
@@ -250,6 +251,8 @@ class SyncSession:
                 self.backend.hub.disconnect(self.sub)
             if self._mutation_task is not None:
                 self._mutation_task.cancel()
+            queued, self._mutations = self._mutations, None  # never run now: release their bytes
+            INBOUND.give(sum(size for _message, _identity, size in queued or ()))
             for running in list(self._tasks or ()):
                 running.cancel()
             writer = self._writer
@@ -289,10 +292,10 @@ class SyncSession:
             self._fatal(str(error))
         except RecursionError:
             self._fatal(f"invalid message: nested deeper than {knobs.MAX_VALUE_DEPTH} levels (BACKEND_MAX_VALUE_DEPTH)")
-        self._handle(message)
+        self._handle(message, len(frame))
         return True
 
-    def _handle(self, message: p.ClientMessage) -> None:
+    def _handle(self, message: p.ClientMessage, size: int = 0) -> None:
         if self.state is SessionState.AWAITING_CONNECT:
             if not isinstance(message, p.Connect):
                 self._fatal(f"expected Connect first, got {type(message).__name__}")
@@ -306,9 +309,10 @@ class SyncSession:
         elif isinstance(message, p.Mutation):
             self._check_identity()
             self._check_inflight()
+            self._take_inbound(size)
             if self._mutations is None:
                 self._mutations = collections.deque()
-            self._mutations.append((message, self.identity))
+            self._mutations.append((message, self.identity, size))
             if self._mutation_task is None:
                 self._mutation_task = asyncio.create_task(self._mutation_worker(), name="sync-mutations")
         elif isinstance(message, p.Action):
@@ -316,12 +320,20 @@ class SyncSession:
             self._check_inflight()
             if self._tasks is None:
                 self._tasks = set()
+            self._take_inbound(size)
             task = asyncio.create_task(self._action(message, self.identity))
+            task.add_done_callback(lambda _task: INBOUND.give(size))  # runs even if cancelled before it started
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif isinstance(message, p.Authenticate):
             self._authenticate(message)
         # Event: telemetry only.
+
+    def _take_inbound(self, size: int) -> None:
+        """Hold a request's frame bytes in the process's inbound budget while it waits and runs."""
+        if not INBOUND.take(size):
+            self._begin_close(1013, "TooManyConcurrentRequests: the server is receiving too much data; retry later")
+            raise _Closed
 
     def _check_inflight(self) -> None:
         if len(self._mutations or ()) + self._inflight >= knobs.MAX_INFLIGHT_REQUESTS:
@@ -455,16 +467,18 @@ class SyncSession:
         """Runs the queued mutations one by one, and ends when none is left (the next one starts it again)."""
         try:
             while self._mutations:
-                message, identity = self._mutations.popleft()
+                message, identity, size = self._mutations.popleft()
                 self._inflight += 1
                 try:
                     await self._mutation(message, identity)
                 finally:
                     self._inflight -= 1
+                    INBOUND.give(size)
         finally:
             self._mutation_task = None
             if not self._mutations:
                 self._mutations = None
+
 
     async def _mutation(self, message: p.Mutation, identity: Any | None) -> None:
         assert self.sub is not None

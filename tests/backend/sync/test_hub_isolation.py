@@ -164,3 +164,31 @@ async def test_deep_mutation_and_action_arguments_fail_that_request(tb: TestBack
         while (response := await client.recv())["type"] != "ActionResponse":
             pass
         assert response["success"] is False and "nested deeper than" in response["result"]
+
+
+class BrokenSocket:
+    """A socket whose every write raises inside the hub (as a bug in encoding or sending would)."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def enqueue(self, frame: bytes, *, transition: bool) -> bool:
+        raise RuntimeError("this socket cannot be written")
+
+    def overloaded(self) -> None:
+        raise AssertionError("a broken socket is failed, not treated as slow")
+
+    def fail(self) -> None:
+        self.failed += 1
+
+
+async def test_a_failure_sending_to_one_socket_closes_only_that_socket(tb: TestBackend) -> None:
+    hub = tb.backend.hub  # type: ignore[union-attr]
+    name = f"broken-{uuid.uuid4().hex[:8]}"
+    broken = BrokenSocket()
+    sub = hub.connect(broken)
+    hub.modify(sub, 1, [(0, hub.prepare("counters:get", {"name": name}))])
+    # In the same pass: another socket's subscription and mutation.
+    await victim_round(tb, 3)
+    assert broken.failed == 1 and sub.closed and sub not in hub.subscribers
+    hub.check_invariants()

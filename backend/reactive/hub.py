@@ -10,9 +10,9 @@ So all results in a Transition come from one snapshot, and a mutation's Transiti
 Identical (function, args, identity) subscriptions share one ``QueryInstance``: one re-run, one encoding of
 the result, fanned out to every subscriber.
 
-One socket's request can never cost another socket its work: arguments are resolved and validated in the
-socket's own task (``prepare``) before the hub sees them; each request is applied on its own, and a failure
-while applying or sending closes only that socket; a large query-set change is applied in slices of
+One socket's request can never cost another socket its work: arguments are checked for depth in the
+socket's own task, and resolving and validating them (``prepare``) fails only that query; each request is
+applied on its own, and a failure while applying or sending closes only that socket; a large query-set change is applied in slices of
 ``knobs.HUB_QUERIES_PER_PASS`` between other sockets' work; a Transition larger than
 ``knobs.MAX_TRANSITION_BYTES`` goes out as several consecutive Transitions.
 """
@@ -124,8 +124,9 @@ class Subscriber:
         return None if self.identity is None else str(self.identity.token_identifier)
 
 
-#: One query-set operation, in message order: (query id, the query to subscribe it to, or None to remove it).
-QueryOp = tuple[int, QueryCall | None]
+#: One query-set operation, in message order: (query id, what to subscribe it to, or None to remove it). A
+#: (path, args) pair is prepared when the op is applied, so a large change's validation is sliced with it.
+QueryOp = tuple[int, QueryCall | tuple[str, Any] | None]
 
 
 @dataclass
@@ -238,8 +239,8 @@ class Hub:
         return True
 
     def prepare(self, path: str, args: Any) -> QueryCall:
-        """Resolve and validate one subscription's function and arguments. Runs in the socket's own task, so
-        whatever a client's arguments do to decoding and validation happens there, never in the hub loop."""
+        """Resolve and validate one subscription's function and arguments. Whatever a client's arguments do
+        to decoding and validation is caught here and fails that query alone."""
         runner = self.backend.runner
         args_key = b""
         try:
@@ -436,10 +437,10 @@ class Hub:
                     sub.removed.append(query_id)
                 sub.changed.discard(query_id)
             elif request.identity is not None:
-                if query_id in sub.queries:  # not removed meanwhile
+                if query_id in sub.queries and isinstance(call, QueryCall):  # not removed meanwhile
                     self._subscribe(sub, query_id, call, dirty, identity_change=True)
             else:
-                self._subscribe(sub, query_id, call, dirty)
+                self._subscribe(sub, query_id, call if isinstance(call, QueryCall) else self.prepare(*call), dirty)
         used = end - request.done
         request.done = end
         if request.done == len(request.ops):

@@ -367,7 +367,7 @@ class SyncSession:
         if message.newVersion <= message.baseVersion:
             self._fatal("ModifyQuerySet newVersion must be greater than baseVersion")
         # Checked in message order (an id may be added, removed and added again in one message), and handed to
-        # the hub in that order; the arguments are validated here, in this socket's task.
+        # the hub in that order; argument depth is checked here, in this socket's task.
         live = set(self._pending_ids)
         for mod in message.modifications:
             if isinstance(mod, p.Add):
@@ -392,10 +392,10 @@ class SyncSession:
                     path = mod.udfPath
                 try:
                     check_depth(mod.args[0])
-                    call = hub.prepare(path, mod.args[0])
                 except BackendError as error:
-                    call = hub.refused(path, error)
-                ops.append((mod.queryId, call))
+                    ops.append((mod.queryId, hub.refused(path, error)))
+                else:
+                    ops.append((mod.queryId, (path, mod.args[0])))  # validated when the hub applies it
             else:
                 ops.append((mod.queryId, None))
         self._pending_ids = live

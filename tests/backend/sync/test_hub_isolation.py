@@ -121,7 +121,8 @@ async def test_bad_requests_in_the_hub_do_not_touch_other_sockets(
     with log_volume() as volume:
         async with attacker(tb.port, depth) as sent:
             await asyncio.wait_for(victim_round(tb, 12), timeout=60)
-            assert sent[0] > 10
+            while sent[0] < 20:  # the attack went on throughout
+                await asyncio.wait_for(victim_round(tb, 1), timeout=60)
     assert volume.longest < 20_000, volume.longest
     assert volume.bytes < 200_000, (volume.bytes, volume.records)
 
@@ -130,7 +131,8 @@ async def test_deep_arguments_are_refused_at_the_socket_edge(tb: TestBackend) ->
     with log_volume() as volume:
         async with attacker(tb.port, 500) as sent:
             await asyncio.wait_for(victim_round(tb, 6), timeout=60)
-            assert sent[0] > 10
+            while sent[0] < 20:
+                await asyncio.wait_for(victim_round(tb, 1), timeout=60)
     assert volume.bytes < 50_000, (volume.bytes, volume.records)
     async with RawClient.open(tb.port) as client:
         await client.ws.send(deep_add(knobs.MAX_VALUE_DEPTH + 1))  # type: ignore[attr-defined]

@@ -6,8 +6,8 @@ trip times while the large add is pending, and how long the large add took. ``--
 ``BACKEND_HUB_QUERIES_PER_PASS`` (a huge value applies the whole add in one pass, as before slicing).
 
 ``memory``: a server in a child process (``python -m backend serve``, on a fresh database); six sockets each
-send a 14 MB frame and twenty stall halfway through one; prints the server's RSS before, at its peak, and
-after. Runs against the code in the current directory, so it can be pointed at an older checkout.
+send a 14 MB frame, then twenty stall halfway through one (``--big``, ``--stalled``); prints the server's RSS
+before, at its peak, and after. Runs against the code in the current directory, so it can be pointed at an older checkout.
 """
 
 from __future__ import annotations
@@ -102,13 +102,13 @@ async def _big_frame(url: str, size: int) -> None:
 
 
 async def _stalled(url: str, size: int) -> Any:
-    ws = await websockets.connect(url, max_size=None, ping_interval=None)
+    ws = await websockets.connect(url, max_size=None, ping_interval=None, open_timeout=120)
     await ws.send(_connect_frame())
     ws.transport.write(_header(size) + b"1" * (size // 2))
     return ws
 
 
-async def memory(wait_after: float) -> None:
+async def memory(wait_after: float, big: int, stalled_count: int) -> None:
     from backend.testing import create_database, drop_database, free_port
 
     database = await create_database("bench")
@@ -123,8 +123,9 @@ async def memory(wait_after: float) -> None:
         url = f"ws://127.0.0.1:{port}/api/sync"
         before = _rss_mb(server.pid)
         peak = before
-        stalled = [await _stalled(url, 14_000_000) for _ in range(20)]
-        bigs = asyncio.gather(*(_big_frame(url, 14_000_000) for _ in range(6)))
+        bigs = asyncio.gather(*(_big_frame(url, 14_000_000) for _ in range(big)))
+        await asyncio.sleep(0.5)
+        stalled = [await _stalled(url, 14_000_000) for _ in range(stalled_count)]
         deadline = time.monotonic() + wait_after
         while time.monotonic() < deadline:
             peak = max(peak, _rss_mb(server.pid))
@@ -133,7 +134,7 @@ async def memory(wait_after: float) -> None:
         open_stalled = sum(1 for ws in stalled if ws.protocol.state.name == "OPEN")
         after = _rss_mb(server.pid)
         print(f"RSS before {before:.0f} MB, peak {peak:.0f} MB, after {wait_after:.0f} s {after:.0f} MB; "
-              f"stalled sockets still open: {open_stalled}/20")
+              f"stalled sockets still open: {open_stalled}/{stalled_count}")
         for ws in stalled:
             ws.transport.abort()
     finally:
@@ -149,12 +150,14 @@ def main() -> None:
     cmd.add_argument("--count", type=int, default=10_000)
     cmd = commands.add_parser("memory")
     cmd.add_argument("--wait", type=float, default=40.0, help="seconds to sample RSS after the frames start")
+    cmd.add_argument("--big", type=int, default=6, help="sockets sending a whole 14 MB frame")
+    cmd.add_argument("--stalled", type=int, default=20, help="sockets stalling halfway through a 14 MB frame")
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())
     if args.command == "slices":
         asyncio.run(slices(args.count))
     else:
-        asyncio.run(memory(args.wait))
+        asyncio.run(memory(args.wait, args.big, args.stalled))
 
 
 if __name__ == "__main__":

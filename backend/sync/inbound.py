@@ -98,7 +98,12 @@ if _Base is not None:
             if self.close_sent or self.disconnected:
                 self._hold(0)
                 return
-            self._hold(len(self.conn.reader.buffer) + sum(len(part) for part in self.frames))
+            self._hold(self._pending())
+
+        def _pending(self) -> int:
+            """Bytes of the frame in progress (the parser's buffer) and of a fragmented message's parts."""
+            buffer = getattr(getattr(self.conn, "reader", None), "buffer", b"")
+            return len(buffer) + sum(len(part) for part in self.frames)
 
         def _hold(self, pending: int) -> None:
             if pending > self._held:

@@ -1,6 +1,7 @@
-"""The npm ``ConvexClient`` (unmodified) accepts a Transition split into consecutive parts (over
-``BACKEND_MAX_TRANSITION_BYTES``): it never throws, every subscription gets its result, and ``await mutation()``
-resolves only once every part has arrived, so the caller sees all of its writes."""
+"""The official clients (the npm ``ConvexClient`` and the PyPI Rust client, unmodified) accept a Transition
+split into consecutive parts (over ``BACKEND_MAX_TRANSITION_BYTES``): neither fails, every subscription gets
+its result, and the npm client resolves ``await mutation()`` only once every part has arrived, so the caller
+sees all of its writes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from backend import knobs
 from backend.testing import TestBackend
-from tests.integration.official_clients import js_client
+from tests.integration.official_clients import js_client, python_client
 
 pytestmark = pytest.mark.node
 
@@ -48,3 +49,17 @@ async def test_split_transitions_are_accepted_and_resolve_the_mutation_last(
         assert split, "no Transition was split"
         problems = [e for e in client.events if e["event"] == "console" and e["level"] in ("error", "warn")]
         assert not problems, problems
+
+
+async def test_the_python_client_accepts_split_transitions(tb: TestBackend, small_transitions: None) -> None:
+    name = f"pysplit-{uuid.uuid4().hex[:8]}"
+    async with python_client(tb.url) as client:
+        for i in range(QUERIES):
+            await client.call("subscribe", sub=f"q{i}", path="counters:padded", args={"name": name, "size": 20_000 + i})
+        for i in range(QUERIES):
+            await client.expect(lambda e, i=i: e["event"] == "update" and e["sub"] == f"q{i}")
+        assert await client.call("mutation", path="counters:increment", args={"name": name}) == 1
+        for i in range(QUERIES):
+            await client.expect(lambda e, i=i: e["event"] == "update" and e["sub"] == f"q{i}"
+                                and e["value"]["value"] == 1)
+        assert not [e for e in client.events if e["event"] in ("error", "exited")]

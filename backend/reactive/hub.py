@@ -11,10 +11,10 @@ Identical (function, args, identity) subscriptions share one ``QueryInstance``: 
 the result, fanned out to every subscriber.
 
 One socket's request can never cost another socket its work: arguments are checked for depth in the
-socket's own task, and resolving and validating them (``prepare``) fails only that query; each request is
-applied on its own, and a failure while applying or sending closes only that socket; a large query-set change is applied in slices of
-``knobs.HUB_QUERIES_PER_PASS`` between other sockets' work; a Transition larger than
-``knobs.MAX_TRANSITION_BYTES`` goes out as several consecutive Transitions.
+socket's own task, and a failure resolving or validating them (``prepare``) fails only that query; each
+request is applied on its own, and a failure while applying or sending closes only that socket; a large
+query-set change is applied in slices of ``knobs.HUB_QUERIES_PER_PASS`` between other sockets' work; a
+Transition larger than ``knobs.MAX_TRANSITION_BYTES`` goes out as several consecutive Transitions.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class SessionLink(Protocol):
 
 @dataclass(eq=False, slots=True)
 class QueryCall:
-    """A subscription's function and arguments, resolved and validated in the socket's task (``Hub.prepare``):
-    ``spec`` is None when they were refused, and ``error`` says why."""
+    """A subscription's function and arguments, resolved and validated (``Hub.prepare``): ``spec`` is None
+    when they were refused, and ``error`` says why."""
 
     path: str
     args_key: bytes  # the arguments' canonical encoding: part of the instance key
@@ -433,7 +433,7 @@ class Hub:
         end = min(len(request.ops), request.done + quota)
         for query_id, call in request.ops[request.done:end]:
             if call is None:
-                if self._unsubscribe(sub, query_id) and query_id not in sub.removed:
+                if self._unsubscribe(sub, query_id):
                     sub.removed.append(query_id)
                 sub.changed.discard(query_id)
             elif request.identity is not None:

@@ -9,6 +9,10 @@ close reason the official client backs off on, so a slow reader can never grow s
 
 An idle session holds no task, timer or queue of its own beyond the socket's: tens of thousands of them
 must fit in a small server.
+
+What a client sends is bounded here, before the hub sees it (``inbound``): a frame too deeply nested to
+decode is a FatalError; arguments nested deeper than ``knobs.MAX_VALUE_DEPTH`` fail that query, mutation
+or action; queued and running requests hold their frame's bytes in the process-wide inbound budget.
 """
 
 from __future__ import annotations

@@ -54,8 +54,11 @@ async def _serve(args: argparse.Namespace) -> int:
         if await seed_if_empty(backend):
             print("created demo data (a studio, classes, staff and customers); --no-seed skips this", flush=True)
     app = create_app(backend)
+    from .sync.inbound import websocket_protocol
+
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning", ws_max_size=knobs.MAX_MESSAGE_BYTES,
+        ws=websocket_protocol(),  # inbound budget and read deadline (backend/sync/inbound.py)
         ws_ping_interval=20, ws_ping_timeout=60, lifespan="off",
         # Sync frames are small and fan out to many sockets: compression would cost a zlib context (~40 KiB)
         # per socket and a compression per frame per socket.

@@ -104,9 +104,33 @@ DASHBOARD_MAX_PAGE_ROWS = _env_int("BACKEND_DASHBOARD_MAX_PAGE_ROWS", 200, 1, 8_
 DASHBOARD_SESSION_SECONDS = _env_int("BACKEND_DASHBOARD_SESSION_SECONDS", 12 * 3600, 60, 30 * 86400)
 #: Characters of an HTTP ``Idempotency-Key`` header (visible ASCII only).
 MAX_IDEMPOTENCY_KEY_LENGTH = _env_int("BACKEND_MAX_IDEMPOTENCY_KEY_LENGTH", 255, 16, 4096)
-#: Levels of nesting (arrays and objects inside each other) a value may have. Convex: 64.
-MAX_VALUE_DEPTH = _env_int("BACKEND_MAX_VALUE_DEPTH", 64, 4, 256)
 #: Bytes (UTF-8) of the strings in one index entry of a document; PostgreSQL's b-tree cannot hold ~2.7 KB.
 MAX_INDEXED_STRING_BYTES = _env_int("BACKEND_MAX_INDEXED_STRING_BYTES", 2_048, 64, 2_600)
 #: Documents one ``paginate`` call may ask for (``paginationOpts.numItems``). Convex: 8,192.
 MAX_PAGE_ITEMS = _env_int("BACKEND_MAX_PAGE_ITEMS", 8_192, 1, 1_000_000)
+#: Levels of nested arrays and objects in one value a client sends (query, mutation and action arguments).
+#: Deeper values are refused naming this limit; it keeps recursive decoding and validation far from
+#: Python's recursion limit. Convex: 64.
+MAX_VALUE_DEPTH = _env_int("BACKEND_MAX_VALUE_DEPTH", 64, 4, 512)
+#: Query subscriptions (adds and identity re-subscriptions) the hub applies in one pass. A larger query-set
+#: change is applied over several passes, each followed by other sockets' work, so one client adding
+#: thousands of queries cannot freeze everyone else's updates; its own Transition waits until all are in.
+HUB_QUERIES_PER_PASS = _env_int("BACKEND_HUB_QUERIES_PER_PASS", 64, 1, 1_000_000)
+#: Bytes of one Transition frame. Larger Transitions are sent as several consecutive Transitions, only the
+#: last of which advances the version; a single query result larger than this fails with QueryFailed.
+MAX_TRANSITION_BYTES = _env_int("BACKEND_MAX_TRANSITION_BYTES", 8 * 1024 * 1024, 64 * 1024, 1 << 30)
+#: Characters of one log record (message plus traceback); longer records are cut, keeping both ends.
+LOG_MAX_CHARS = _env_int("BACKEND_LOG_MAX_CHARS", 8192, 256, 1 << 20)
+#: Records from one place (logger, exception type, source line) per window before the rest are suppressed
+#: and counted; the count is reported with the next record from that place.
+LOG_REPEAT_LIMIT = _env_int("BACKEND_LOG_REPEAT_LIMIT", 10, 1, 1_000_000)
+#: Seconds of the window ``LOG_REPEAT_LIMIT`` counts in.
+LOG_REPEAT_WINDOW_SECONDS = _env_float("BACKEND_LOG_REPEAT_WINDOW_SECONDS", 60.0, 0.1, 86400.0)
+#: Bytes of client frames this process holds at once, across all sockets: frames being received and
+#: mutations and actions decoded but not yet finished. A socket that would pass it is closed with a
+#: TooManyConcurrentRequests reason (clients back off and retry), so large or stalled frames cannot exhaust
+#: memory.
+MAX_INBOUND_BYTES = _env_int("BACKEND_MAX_INBOUND_BYTES", 128 * 1024 * 1024, 1024 * 1024, 1 << 40)
+#: Seconds a frame (or fragmented message) may take to arrive from its first byte; a client that stalls
+#: mid-frame is closed after this.
+FRAME_READ_TIMEOUT_SECONDS = _env_float("BACKEND_FRAME_READ_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0)

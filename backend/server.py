@@ -17,7 +17,7 @@ from . import knobs
 from .auth import AuthConfig, AuthFailed, TokenVerifier, UserIdentity
 from .clock import Clock, SystemClock
 from .errors import Unauthenticated
-from .logs import capture_print
+from .logs import capture_print, limit_engine_logs
 from .postgres import Database, connect_pool, locate_database
 from .registry import Registry, load_functions
 from .runner import Runner
@@ -92,6 +92,7 @@ class Backend:
 
     async def start(self) -> None:
         capture_print()
+        limit_engine_logs()
         if self.config.database_url:
             self.database = Database(self.config.database_url)
         else:

@@ -137,12 +137,15 @@ class TestBackend:
         if self.serve:
             import uvicorn
 
+            from . import knobs
             from .http import create_app
+            from .sync.inbound import websocket_protocol
 
             self.port = free_port()
             config_ = uvicorn.Config(
                 create_app(self.backend), host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
-                ws_max_size=32 * 1024 * 1024, ws_per_message_deflate=False,  # as ``backend serve`` runs
+                ws_max_size=knobs.MAX_MESSAGE_BYTES, ws_per_message_deflate=False,  # as ``backend serve`` runs
+                ws=websocket_protocol(),
             )
             self._server = uvicorn.Server(config_)
             self._server.install_signal_handlers = lambda: None

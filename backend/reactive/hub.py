@@ -9,6 +9,12 @@ So all results in a Transition come from one snapshot, and a mutation's Transiti
 
 Identical (function, args, identity) subscriptions share one ``QueryInstance``: one re-run, one encoding of
 the result, fanned out to every subscriber.
+
+One socket's request can never cost another socket its work: arguments are checked for depth in the
+socket's own task, and a failure resolving or validating them (``prepare``) fails only that query; each
+request is applied on its own, and a failure while applying or sending closes only that socket; a large
+query-set change is applied in slices of ``knobs.HUB_QUERIES_PER_PASS`` between other sockets' work; a
+Transition larger than ``knobs.MAX_TRANSITION_BYTES`` goes out as several consecutive Transitions.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +32,9 @@ import msgspec
 
 from .. import calllog, knobs
 from ..db import decode_keys
-from ..errors import AppError, BackendError
+from ..errors import AppError, BackendError, LimitExceeded
 from ..failures import public_message, report
+from ..logs import engine_logger
 from ..postgres import init_connection
 from ..registry import FunctionSpec
 from ..values import encode_error_data
@@ -38,9 +44,9 @@ from .invalidation import InvalidationIndex
 if TYPE_CHECKING:
     from ..server import Backend
 
-__all__ = ["CHANNEL", "Hub", "QueryInstance", "Subscriber"]
+__all__ = ["CHANNEL", "Hub", "QueryCall", "QueryInstance", "Subscriber"]
 
-log = logging.getLogger("backend.hub")
+log = engine_logger("backend.hub")
 
 CHANNEL = "backend_commits"
 #: Seconds between prunings of old commit-log rows, and rows deleted per statement (small deletes keep
@@ -49,6 +55,11 @@ PRUNE_EVERY_SECONDS = 60.0
 PRUNE_BATCH = 1000
 _PRUNE_MAX_BATCHES = 100_000  # per round: keep going while batches come back full
 QueryKey = tuple[str, bytes, str | None]
+#: Bytes of a Transition besides its modifications (versions, type, brackets), with room to spare.
+_ENVELOPE_BYTES = 1024
+#: Query ops each pending request may apply in a pass even when the pass's budget is spent, so a client
+#: adding one query is not queued behind another client's thousands.
+_MIN_OPS_PER_REQUEST = 8
 
 
 class SessionLink(Protocol):
@@ -58,20 +69,36 @@ class SessionLink(Protocol):
 
     def overloaded(self) -> None: ...
 
+    def fail(self) -> None:
+        """The hub could not apply or send something for this socket: close it (the client reconnects)."""
+
+
+@dataclass(eq=False, slots=True)
+class QueryCall:
+    """A subscription's function and arguments, resolved and validated (``Hub.prepare``): ``spec`` is None
+    when they were refused, and ``error`` says why."""
+
+    path: str
+    args_key: bytes  # the arguments' canonical encoding: part of the instance key
+    spec: FunctionSpec | None
+    kwargs: dict[str, Any]
+    error: BaseException | None = None
+
 
 @dataclass(eq=False)
 class QueryInstance:
     key: QueryKey
-    spec: FunctionSpec | None
-    kwargs: dict[str, Any]
+    call: QueryCall
     identity: Any | None
     subscribers: set[tuple[Subscriber, int]] = field(default_factory=set)
     modification: bytes | None = None  # encoded QueryUpdated/QueryFailed body minus queryId
     digest: bytes = b""
     runs: int = 0
-    failed_to_resolve: BaseException | None = None
-    raw_args: Any = None
     changed_now: bool = False
+
+    @property
+    def spec(self) -> FunctionSpec | None:
+        return self.call.spec
 
 
 @dataclass(eq=False)
@@ -91,27 +118,27 @@ class Subscriber:
     completions: list[Callable[[int], bytes]] = field(default_factory=list)
     closed: bool = False
     holds: int = 0  # mutations between "about to commit" and "response queued": Transitions wait for them
+    applying: bool = False  # a query-set change is part applied: its Transition waits until all of it is
 
     @property
     def identity_key(self) -> str | None:
         return None if self.identity is None else str(self.identity.token_identifier)
 
 
-@dataclass
-class _Add:
-    query_id: int
-    path: str
-    args: Any
+#: One query-set operation, in message order: (query id, what to subscribe it to, or None to remove it). A
+#: (path, args) pair is prepared when the op is applied, so a large change's validation is sliced with it.
+QueryOp = tuple[int, QueryCall | tuple[str, Any] | None]
 
 
 @dataclass
 class _Request:
     sub: Subscriber
     query_set: int | None = None
-    adds: list[_Add] = field(default_factory=list)
-    removes: list[int] = field(default_factory=list)
+    ops: list[QueryOp] = field(default_factory=list)
     identity: tuple[Any | None, int] | None = None
     completion: Callable[[int], bytes] | None = None
+    started: bool = False
+    done: int = 0  # ops applied so far (a large change is applied over several passes)
 
 
 class Hub:
@@ -213,8 +240,29 @@ class Hub:
         self.clock.observe(ts)
         return True
 
-    def modify(self, sub: Subscriber, new_version: int, adds: list[tuple[int, str, Any]], removes: list[int]) -> None:
-        self._push(_Request(sub, query_set=new_version, adds=[_Add(*a) for a in adds], removes=removes))
+    def prepare(self, path: str, args: Any) -> QueryCall:
+        """Resolve and validate one subscription's function and arguments. Whatever a client's arguments do
+        to decoding and validation is caught here and fails that query alone."""
+        runner = self.backend.runner
+        args_key = b""
+        try:
+            args_key = msgspec.json.encode(args)
+            spec = runner.resolve(path, "query", allow_internal=False)
+            return QueryCall(path, args_key, spec, runner.validate_args(spec, args))
+        except BackendError as error:
+            return QueryCall(path, args_key or b"!" + error.message.encode()[:200], None, {}, error)
+        except Exception as error:  # a bug in decoding or validation: this query fails, nothing else does
+            log.exception("preparing live query %s failed", path[:200])
+            return QueryCall(path, args_key or b"!" + type(error).__name__.encode(), None, {}, error)
+
+    @staticmethod
+    def refused(path: str, error: BackendError) -> QueryCall:
+        """A subscription refused before ``prepare`` (its arguments broke a limit): it fails with ``error``."""
+        return QueryCall(path, b"!" + error.message.encode()[:200], None, {}, error)
+
+    def modify(self, sub: Subscriber, new_version: int, ops: list[QueryOp]) -> None:
+        """Apply a ModifyQuerySet's operations in message order (an id may be added, removed and re-added)."""
+        self._push(_Request(sub, query_set=new_version, ops=ops))
 
     def set_identity(self, sub: Subscriber, identity: Any | None, version: int) -> None:
         self._push(_Request(sub, identity=(identity, version)))
@@ -242,9 +290,12 @@ class Hub:
 
     def _resolve_again(self, instance: QueryInstance) -> None:
         self.index.remove(instance.key)
-        fresh = self._new_instance(instance.key, instance.key[0], instance.raw_args, instance.identity)
-        instance.spec, instance.kwargs = fresh.spec, fresh.kwargs
-        instance.failed_to_resolve, instance.modification = fresh.failed_to_resolve, fresh.modification
+        call = instance.call
+        if call.args_key.startswith(b"!"):  # refused before it was prepared: new code cannot change that
+            return
+        instance.call = self.prepare(call.path, msgspec.json.decode(call.args_key))
+        if instance.call.spec is None:
+            instance.modification = _failed_body(instance.call.error or BackendError("query refused"), [])
 
     def _push(self, request: _Request) -> None:
         self._requests.append(request)
@@ -302,14 +353,15 @@ class Hub:
         for sub in touched:
             if sub.closed:
                 continue
-            if sub.holds > 0:
-                self._carry_touched.add(sub)  # sent once its in-flight mutation's response is queued
+            if sub.holds > 0 or sub.applying:
+                # Sent once its in-flight mutation's response is queued, or its query-set change is all in.
+                self._carry_touched.add(sub)
                 continue
             try:
                 self._send_transition(sub, ts)
             except Exception:  # one socket's bad frame must not stop the others' Transitions
                 log.exception("sending a transition failed; closing that socket")
-                sub.link.overloaded()
+                self._fail(sub)
 
     async def _snapshot_and_run(
         self,
@@ -348,75 +400,137 @@ class Hub:
                         self._resolve_again(instance)
                         dirty.add(instance)
             self._applied = True
-            for request in requests:
-                self._apply(request, dirty, touched)
+            self._apply_requests(requests, dirty, touched)
             for instance in dirty:
                 if instance.subscribers:
                     await self._run(conn, instance)
 
-    def _apply(self, request: _Request, dirty: set[QueryInstance], touched: set[Subscriber]) -> None:
-        sub = request.sub
-        if sub.closed:
-            return
-        touched.add(sub)
-        if request.completion is not None:
-            sub.completions.append(request.completion)
-            sub.holds = max(0, sub.holds - 1)
-        if request.identity is not None:
-            identity, version = request.identity
-            sub.identity = identity
-            sub.target_identity = version
-            for query_id, instance in list(sub.queries.items()):
-                self._unsubscribe(sub, query_id)
-                self._subscribe(sub, query_id, instance.key[0], instance.raw_args, dirty)
-        if request.query_set is not None:
-            sub.target_query_set = request.query_set
-            for query_id in request.removes:
-                self._unsubscribe(sub, query_id)
-                sub.changed.discard(query_id)
-                sub.removed.append(query_id)
-            for add in request.adds:
-                self._subscribe(sub, add.query_id, add.path, add.args, dirty)
+    def _apply_requests(
+        self, requests: list[_Request], dirty: set[QueryInstance], touched: set[Subscriber]
+    ) -> None:
+        """Apply each request on its own, in order per socket. A request whose socket's earlier request is
+        still part applied waits for it; a failure affects only the failing request's socket; what is left
+        of a large change goes back to the front of the queue for the next pass."""
+        budget = knobs.HUB_QUERIES_PER_PASS
+        waiting: list[_Request] = []
+        blocked: set[Subscriber] = set()
+        for request in requests:
+            sub = request.sub
+            if sub.closed:
+                continue
+            if sub in blocked:
+                waiting.append(request)
+                continue
+            quota = max(budget, _MIN_OPS_PER_REQUEST)
+            try:
+                used = self._apply(request, dirty, touched, quota)
+            except Exception:
+                log.exception("applying a request failed; closing that socket")
+                self._fail(sub)
+                continue
+            budget = max(0, budget - used)
+            sub.applying = request.done < len(request.ops)
+            if sub.applying:
+                waiting.append(request)
+                blocked.add(sub)
+        if waiting:
+            self._requests[:0] = waiting
+            self._wake.set()
 
-    def _subscribe(self, sub: Subscriber, query_id: int, path: str, args: Any, dirty: set[QueryInstance]) -> None:
-        args_key = msgspec.json.encode(args)
-        key: QueryKey = (path, args_key, sub.identity_key)
+    def _apply(self, request: _Request, dirty: set[QueryInstance], touched: set[Subscriber], quota: int) -> int:
+        """Apply ``request`` (at most ``quota`` of its query ops); returns the ops applied."""
+        sub = request.sub
+        touched.add(sub)
+        if not request.started:
+            request.started = True
+            if request.completion is not None:
+                sub.completions.append(request.completion)
+                sub.holds = max(0, sub.holds - 1)
+            if request.identity is not None:
+                identity, version = request.identity
+                sub.identity = identity
+                sub.target_identity = version
+                # Every query is subscribed again under the new identity (in slices, like any large change).
+                request.ops = [(query_id, instance.call) for query_id, instance in sub.queries.items()]
+            if request.query_set is not None:
+                sub.target_query_set = request.query_set
+        end = min(len(request.ops), request.done + quota)
+        for query_id, call in request.ops[request.done:end]:
+            if call is None:
+                if self._unsubscribe(sub, query_id):
+                    sub.removed.append(query_id)
+                sub.changed.discard(query_id)
+            elif request.identity is not None:
+                if query_id in sub.queries and isinstance(call, QueryCall):  # not removed meanwhile
+                    self._subscribe(sub, query_id, call, dirty, identity_change=True)
+            else:
+                self._subscribe(sub, query_id, call if isinstance(call, QueryCall) else self.prepare(*call), dirty)
+        used = end - request.done
+        request.done = end
+        if request.done == len(request.ops):
+            request.ops = []
+            request.done = 0
+        return used
+
+    def _fail(self, sub: Subscriber) -> None:
+        """Something about this socket cannot be applied or sent: release its queries and close it."""
+        self.disconnect(sub)
+        with contextlib.suppress(Exception):
+            sub.link.fail()
+
+    def _subscribe(
+        self, sub: Subscriber, query_id: int, call: QueryCall, dirty: set[QueryInstance], *, identity_change: bool = False
+    ) -> None:
+        key: QueryKey = (call.path, call.args_key, sub.identity_key)
+        old = sub.queries.get(query_id)
+        if old is not None:
+            if old.key == key and identity_change:
+                return  # the same identity again: the client already holds this result
+            self._unsubscribe(sub, query_id)  # never orphan the instance the id pointed at
         instance = self.instances.get(key)
         if instance is None:
-            instance = self._new_instance(key, path, args, sub.identity)
+            instance = QueryInstance(key, call, sub.identity)
+            instance.changed_now = True
+            if call.spec is None:
+                instance.modification = _failed_body(call.error or BackendError("query refused"), [])
             self.instances[key] = instance
             dirty.add(instance)
         instance.subscribers.add((sub, query_id))
         sub.queries[query_id] = instance
         sub.changed.add(query_id)
 
-    def _new_instance(self, key: QueryKey, path: str, args: Any, identity: Any | None) -> QueryInstance:
-        runner = self.backend.runner
-        instance = QueryInstance(key, None, {}, identity)
-        instance.raw_args = args
-        instance.changed_now = True
-        try:
-            spec = runner.resolve(path, "query", allow_internal=False)
-            instance.kwargs = runner.validate_args(spec, args)
-            instance.spec = spec  # only once the arguments are valid: a spec here means "run it"
-        except Exception as error:  # a BackendError answers the client; anything else is also a bug to log
-            if not isinstance(error, BackendError):
-                report(error, f"live query {path}", expose=self.backend.config.dev)
-            instance.failed_to_resolve = error
-            instance.modification = _failed_body(error, [])
-        return instance
-
-    def _unsubscribe(self, sub: Subscriber, query_id: int) -> None:
+    def _unsubscribe(self, sub: Subscriber, query_id: int) -> bool:
+        """Drop one subscription (False if there was none); the last subscriber takes the instance with it."""
         instance = sub.queries.pop(query_id, None)
         if instance is None:
-            return
+            return False
         instance.subscribers.discard((sub, query_id))
-        if not instance.subscribers:
-            self.instances.pop(instance.key, None)
+        if not instance.subscribers and self.instances.get(instance.key) is instance:
+            del self.instances[instance.key]
             self.index.remove(instance.key)
+        return True
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError unless every instance is owned by live subscriptions that point back at it,
+        every subscription's instance is the live one for its key, and the index holds only live instances.
+        For tests; O(subscriptions)."""
+        for key, instance in self.instances.items():
+            assert instance.key == key, f"instance filed under {key!r} has key {instance.key!r}"
+            assert instance.subscribers, f"instance {key!r} has no subscribers"
+            for sub, query_id in instance.subscribers:
+                assert not sub.closed and sub in self.subscribers, f"instance {key!r} is held by a closed socket"
+                assert sub.queries.get(query_id) is instance, f"instance {key!r}: query {query_id} points elsewhere"
+        for sub in self.subscribers:
+            assert not sub.closed, "a closed socket is still subscribed"
+            for query_id, instance in sub.queries.items():
+                assert self.instances.get(instance.key) is instance, f"query {query_id} holds a dropped instance"
+                assert (sub, query_id) in instance.subscribers, f"query {query_id} is missing from its instance"
+        stray = [owner for owner in self.index._owned if owner not in self.instances]
+        assert not stray, f"the invalidation index holds {len(stray)} dropped instances, e.g. {stray[0]!r}"
 
     async def _run(self, conn: asyncpg.Connection, instance: QueryInstance) -> None:
-        if instance.spec is None:
+        spec = instance.call.spec
+        if spec is None:
             instance.runs += 1
             digest = hashlib.blake2b(instance.modification or b"", digest_size=16).digest()
             instance.changed_now = digest != instance.digest or instance.runs == 1
@@ -430,7 +544,7 @@ class Hub:
         if savepoint is not None:
             await savepoint.start()
         try:
-            outcome = await self.backend.runner.execute_query(conn, instance.spec, instance.kwargs, instance.identity)
+            outcome = await self.backend.runner.execute_query(conn, spec, instance.call.kwargs, instance.identity)
         except Exception as error:  # refused before the body ran, or the engine failed around it
             if savepoint is not None:
                 await savepoint.rollback()
@@ -439,7 +553,8 @@ class Hub:
             if not isinstance(error, BackendError):
                 report(error, f"live query {instance.key[0]}")
             body = _failed_body(error, [])
-            self.index.remove(instance.key)
+            if self.instances.get(instance.key) is instance:
+                self.index.remove(instance.key)
         else:
             if savepoint is not None:
                 await (savepoint.rollback() if outcome.error is not None else savepoint.commit())
@@ -455,6 +570,11 @@ class Hub:
                 )
             else:
                 body = _failed_body(outcome.error, outcome.log_lines)
+        if len(body) > _max_modification_bytes():
+            # A result that cannot fit in one Transition fails on its own; the socket's other queries go on.
+            body = _failed_body(LimitExceeded(
+                f"{instance.key[0]}: result of {len(body)} bytes is larger than a Transition may be "
+                f"({knobs.MAX_TRANSITION_BYTES} bytes, BACKEND_MAX_TRANSITION_BYTES)"), [])
         digest = hashlib.blake2b(body, digest_size=16).digest()
         instance.changed_now = digest != instance.digest or instance.runs == 1
         instance.digest = digest
@@ -462,7 +582,7 @@ class Hub:
 
     def _send_transition(self, sub: Subscriber, ts: int) -> None:
         # Built by concatenation from bodies encoded once per query instance: this runs once per socket.
-        from ..sync.protocol import query_modification, query_removed, transition
+        from ..sync.protocol import query_modification, query_removed
 
         mods = [query_removed(q) for q in sub.removed]
         for query_id in sorted(sub.changed):
@@ -478,12 +598,16 @@ class Hub:
                 sub.link.overloaded()
                 return
         sub.completions.clear()
-        frame = transition((sub.query_set, sub.identity_version, sub.ts),
-                           (sub.target_query_set, sub.target_identity, new_ts), mods)
+        frames = _transition_frames((sub.query_set, sub.identity_version, sub.ts),
+                                    (sub.target_query_set, sub.target_identity, new_ts), mods)
         sub.query_set, sub.identity_version, sub.ts = sub.target_query_set, sub.target_identity, new_ts
         self.stats["transitions"] += 1
-        if not sub.link.enqueue(frame, transition=True):
-            sub.link.overloaded()
+        last = len(frames) - 1
+        for number, frame in enumerate(frames):
+            # Only the last part counts against the socket's pending Transitions: the parts are one update.
+            if not sub.link.enqueue(frame, transition=number == last):
+                sub.link.overloaded()
+                return
 
     # -- pruning the commit log ---------------------------------------------------------------------------
 
@@ -565,6 +689,31 @@ def _from_database(error: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _max_modification_bytes() -> int:
+    """The largest encoded query result (``QueryUpdated`` body) that fits in one Transition."""
+    return knobs.MAX_TRANSITION_BYTES - _ENVELOPE_BYTES
+
+
+def _transition_frames(start: tuple[int, int, int], end: tuple[int, int, int], mods: list[bytes]) -> list[bytes]:
+    """One Transition ``start → end``, or, when its modifications exceed ``MAX_TRANSITION_BYTES``, several
+    consecutive ones: each part but the last stays at ``start`` (same query set, identity and ts, so no
+    client resolves a mutation or confirms a query-set change early), and the last moves to ``end``."""
+    from ..sync.protocol import transition
+
+    budget = _max_modification_bytes()
+    parts: list[list[bytes]] = [[]]
+    size = 0
+    for mod in mods:
+        if parts[-1] and size + len(mod) + 1 > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(mod)
+        size += len(mod) + 1
+    frames = [transition(start, start, part) for part in parts[:-1]]
+    frames.append(transition(start, end, parts[-1]))
+    return frames
 
 
 def _failed_body(error: BaseException, log_lines: list[str]) -> bytes:

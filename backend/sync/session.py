@@ -9,6 +9,10 @@ close reason the official client backs off on, so a slow reader can never grow s
 
 An idle session holds no task, timer or queue of its own beyond the socket's: tens of thousands of them
 must fit in a small server.
+
+What a client sends is bounded here, before the hub sees it (``inbound``): a frame too deeply nested to
+decode is a FatalError; arguments nested deeper than ``knobs.MAX_VALUE_DEPTH`` fail that query, mutation
+or action; queued and running requests hold their frame's bytes in the process-wide inbound budget.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import asyncio
 import collections
 import contextlib
 import enum
-import logging
 import re
 import time
 from collections.abc import Coroutine
@@ -27,19 +30,21 @@ from .. import calllog, knobs
 from ..auth._identity import format_time
 from ..errors import BackendError, InvalidRequest
 from ..failures import report
+from ..logs import engine_logger
 from ..registry import canonical_path
 from ..runner import Outcome
 from . import protocol as p
+from .inbound import INBOUND, check_depth
 from .sending import NO_FRAMES, Outbox, finish, keepalive, step
 
 if TYPE_CHECKING:
     from ..db import Txn
-    from ..reactive.hub import Subscriber
+    from ..reactive.hub import QueryOp, Subscriber
     from ..server import Backend
 
 __all__ = ["SessionState", "SyncSession", "Transport"]
 
-log = logging.getLogger("backend.sync")
+log = engine_logger("backend.sync")
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CLOSE_TIMEOUT_SECONDS = 10.0
@@ -99,7 +104,8 @@ class SyncSession:
         self._broken = False  # a send failed: the socket is gone, nothing more is written
         self._last_sent = time.monotonic()
         # Each request carries the identity in force when it arrived, so a later Authenticate cannot change it.
-        self._mutations: collections.deque[tuple[p.Mutation, Any | None]] | None = None
+        # ... and the bytes of its frame, held in the process's inbound budget until the request is finished.
+        self._mutations: collections.deque[tuple[p.Mutation, Any | None, int]] | None = None
         self._inflight = 0
         self._tasks: set[asyncio.Task[Any]] | None = None  # running actions
         self._close_reason: tuple[int, str] | None = None
@@ -135,6 +141,12 @@ class SyncSession:
         self._outbox.clear()  # released now, not when the close completes
         self._pending_transitions = 0
         self._begin_close(1013, "TooManyConcurrentRequests: the client is not reading transitions fast enough")
+        self._stop_reading()
+
+    def fail(self) -> None:
+        """The hub could not apply or send something of this socket: close it; the client reconnects and
+        rebuilds its state, and no other socket is affected."""
+        self._begin_close(1011, "InternalServerError: the server could not apply a request of this socket")
         self._stop_reading()
 
     def _stop_reading(self) -> None:
@@ -246,6 +258,8 @@ class SyncSession:
                 self.backend.hub.disconnect(self.sub)
             if self._mutation_task is not None:
                 self._mutation_task.cancel()
+            queued, self._mutations = self._mutations, None  # never run now: release their bytes
+            INBOUND.give(sum(size for _message, _identity, size in queued or ()))
             for running in list(self._tasks or ()):
                 running.cancel()
             writer = self._writer
@@ -283,10 +297,12 @@ class SyncSession:
             message = p.decode_client_message(frame)
         except p.ProtocolError as error:
             self._fatal(str(error))
-        self._handle(message)
+        except RecursionError:
+            self._fatal(f"invalid message: nested deeper than {knobs.MAX_VALUE_DEPTH} levels (BACKEND_MAX_VALUE_DEPTH)")
+        self._handle(message, len(frame))
         return True
 
-    def _handle(self, message: p.ClientMessage) -> None:
+    def _handle(self, message: p.ClientMessage, size: int = 0) -> None:
         if self.state is SessionState.AWAITING_CONNECT:
             if not isinstance(message, p.Connect):
                 self._fatal(f"expected Connect first, got {type(message).__name__}")
@@ -300,9 +316,10 @@ class SyncSession:
         elif isinstance(message, p.Mutation):
             self._check_identity()
             self._check_inflight()
+            self._take_inbound(size)
             if self._mutations is None:
                 self._mutations = collections.deque()
-            self._mutations.append((message, self.identity))
+            self._mutations.append((message, self.identity, size))
             if self._mutation_task is None:
                 self._mutation_task = asyncio.create_task(self._mutation_worker(), name="sync-mutations")
         elif isinstance(message, p.Action):
@@ -310,12 +327,20 @@ class SyncSession:
             self._check_inflight()
             if self._tasks is None:
                 self._tasks = set()
+            self._take_inbound(size)
             task = asyncio.create_task(self._action(message, self.identity))
+            task.add_done_callback(lambda _task: INBOUND.give(size))  # runs even if cancelled before it started
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif isinstance(message, p.Authenticate):
             self._authenticate(message)
         # Event: telemetry only.
+
+    def _take_inbound(self, size: int) -> None:
+        """Hold a request's frame bytes in the process's inbound budget while it waits and runs."""
+        if not INBOUND.take(size):
+            self._begin_close(1013, "TooManyConcurrentRequests: the server is receiving too much data; retry later")
+            raise _Closed
 
     def _check_inflight(self) -> None:
         if len(self._mutations or ()) + self._inflight >= knobs.MAX_INFLIGHT_REQUESTS:
@@ -349,31 +374,41 @@ class SyncSession:
             )
         if message.newVersion <= message.baseVersion:
             self._fatal("ModifyQuerySet newVersion must be greater than baseVersion")
+        # Checked in message order (an id may be added, removed and added again in one message), and handed to
+        # the hub in that order; argument depth is checked here, in this socket's task.
         live = set(self._pending_ids)
-        adds: list[tuple[int, str, Any]] = []
-        removes: list[int] = []
         for mod in message.modifications:
             if isinstance(mod, p.Add):
                 if mod.queryId in live:
                     self._fatal(f"query id {mod.queryId} is already in the query set")
                 if len(mod.args) != 1:
                     self._fatal(f"query {mod.queryId}: args must be a one-element array")
-                try:
-                    path = canonical_path(mod.udfPath)
-                except InvalidRequest:
-                    path = mod.udfPath
                 live.add(mod.queryId)
-                adds.append((mod.queryId, path, mod.args[0]))
             else:
                 if mod.queryId not in live:
                     self._fatal(f"query id {mod.queryId} is not in the query set")
                 live.discard(mod.queryId)
-                removes.append(mod.queryId)
         if len(live) > knobs.MAX_QUERIES_PER_SESSION:
             self._fatal(f"more than {knobs.MAX_QUERIES_PER_SESSION} queries on one socket")
+        hub = self.backend.hub
+        ops: list[QueryOp] = []
+        for mod in message.modifications:
+            if isinstance(mod, p.Add):
+                try:
+                    path = canonical_path(mod.udfPath)
+                except InvalidRequest:
+                    path = mod.udfPath
+                try:
+                    check_depth(mod.args[0])
+                except BackendError as error:
+                    ops.append((mod.queryId, hub.refused(path, error)))
+                else:
+                    ops.append((mod.queryId, (path, mod.args[0])))  # validated when the hub applies it
+            else:
+                ops.append((mod.queryId, None))
         self._pending_ids = live
         self.received_query_set = message.newVersion
-        self.backend.hub.modify(self.sub, message.newVersion, adds, removes)
+        hub.modify(self.sub, message.newVersion, ops)
 
     def _authenticate(self, message: p.Authenticate) -> None:
         assert self.sub is not None
@@ -440,16 +475,18 @@ class SyncSession:
         """Runs the queued mutations one by one, and ends when none is left (the next one starts it again)."""
         try:
             while self._mutations:
-                message, identity = self._mutations.popleft()
+                message, identity, size = self._mutations.popleft()
                 self._inflight += 1
                 try:
                     await self._mutation(message, identity)
                 finally:
                     self._inflight -= 1
+                    INBOUND.give(size)
         finally:
             self._mutation_task = None
             if not self._mutations:
                 self._mutations = None
+
 
     async def _mutation(self, message: p.Mutation, identity: Any | None) -> None:
         assert self.sub is not None
@@ -471,6 +508,7 @@ class SyncSession:
         try:
             if args is None:
                 raise InvalidRequest("$.args: must be a one-element array")
+            check_depth(args)
             spec = runner.resolve(message.udfPath, "mutation", False)
             outcome = await runner.execute_mutation(
                 spec, runner.validate_args(spec, args), identity,
@@ -510,6 +548,7 @@ class SyncSession:
         try:
             if len(message.args) != 1:
                 raise InvalidRequest("$.args: must be a one-element array")
+            check_depth(message.args[0])
             outcome = await runner.action(message.udfPath, message.args[0], identity)
             frame = p.action_response(message.requestId, outcome.value, outcome.error, outcome.log_lines)
         except BackendError as error:

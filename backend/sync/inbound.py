@@ -1,0 +1,161 @@
+"""Bounds on what clients send, enforced at the socket edge before anything shared (the hub) sees it.
+
+- Argument values are walked without recursion, so a value nested thousands of levels deep is refused with
+  an error naming the limit instead of raising ``RecursionError`` somewhere deeper in the engine.
+- ``INBOUND`` counts the bytes of client frames the process holds: frames still being received (the socket
+  protocol's buffer) and requests decoded but not yet finished (queued and running mutations and actions).
+  A socket that would take it past ``knobs.MAX_INBOUND_BYTES`` is closed with a reason the official clients
+  back off on, so many large or stalled frames cannot exhaust memory.
+- ``BoundedWebSocketProtocol`` is uvicorn's WebSocket protocol with that accounting and a read deadline: a
+  frame (or fragmented message) must arrive whole within ``knobs.FRAME_READ_TIMEOUT_SECONDS`` of its first
+  byte, so a client that stalls mid-frame cannot hold its buffer forever. The frame size cap itself
+  (``ws_max_size``) is checked by the protocol from the frame header, before the payload is buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .. import knobs
+from ..errors import InvalidArgs
+
+__all__ = ["INBOUND", "BoundedWebSocketProtocol", "InboundBudget", "check_depth", "too_deep", "websocket_protocol"]
+
+log = logging.getLogger("backend.sync")
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """True when ``value`` nests arrays and objects more than ``limit`` levels deep (a scalar is depth 0)."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def check_depth(value: Any, where: str = "$.args") -> None:
+    """Raise ``InvalidArgs`` naming the limit when ``value`` is nested deeper than ``MAX_VALUE_DEPTH``."""
+    limit = knobs.MAX_VALUE_DEPTH
+    if too_deep(value, limit):
+        raise InvalidArgs(f"{where}: nested deeper than {limit} levels (BACKEND_MAX_VALUE_DEPTH)")
+
+
+#: Frames and requests up to this size are always admitted (and counted): a full budget must not stop the
+#: small messages every client sends, only the large ones that fill it.
+SMALL_FRAME_BYTES = 64 * 1024
+
+
+class InboundBudget:
+    """Bytes of client frames held by this process (see the module docstring)."""
+
+    __slots__ = ("used",)
+
+    def __init__(self) -> None:
+        self.used = 0
+
+    def take(self, size: int, holding: int = 0) -> bool:
+        """Reserve ``size`` more bytes for something that then holds ``holding + size``; False (nothing
+        reserved) when it is larger than ``SMALL_FRAME_BYTES`` and would pass ``MAX_INBOUND_BYTES``."""
+        if holding + size > SMALL_FRAME_BYTES and self.used + size > knobs.MAX_INBOUND_BYTES:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used = max(0, self.used - size)
+
+
+INBOUND = InboundBudget()
+
+_BUSY_REASON = "TooManyConcurrentRequests: the server is receiving too much data; retry later"
+
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol as _Base
+except ImportError:  # pragma: no cover - an uvicorn without the sans-I/O protocol: its default is used
+    _Base = None  # type: ignore[assignment,misc]
+
+
+if _Base is not None:
+
+    class BoundedWebSocketProtocol(_Base):  # type: ignore[misc,valid-type]
+        """uvicorn's sans-I/O WebSocket protocol with the inbound budget and a read deadline per frame."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._held = 0  # bytes of a frame or message in progress, reserved in INBOUND
+            self._deadline: asyncio.TimerHandle | None = None
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.close_sent or self.disconnected:
+                self._hold(0)
+                return
+            self._hold(self._pending())
+
+        def _pending(self) -> int:
+            """Bytes of the frame in progress (the parser's buffer) and of a fragmented message's parts."""
+            buffer = getattr(getattr(self.conn, "reader", None), "buffer", b"")
+            return len(buffer) + sum(len(part) for part in self.frames)
+
+        def _hold(self, pending: int) -> None:
+            if pending > self._held:
+                if not INBOUND.take(pending - self._held, self._held):
+                    self._refuse(1013, _BUSY_REASON)
+                    return
+            else:
+                INBOUND.give(self._held - pending)
+            self._held = pending
+            if pending and self._deadline is None and self.handshake_complete:
+                self._deadline = self.loop.call_later(knobs.FRAME_READ_TIMEOUT_SECONDS, self._read_timed_out)
+            elif not pending and self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _read_timed_out(self) -> None:
+            self._deadline = None
+            if not self._held or self.close_sent or self.disconnected:
+                return
+            if self.read_paused:  # we, not the client, are behind: give it the time again
+                self._deadline = self.loop.call_later(knobs.FRAME_READ_TIMEOUT_SECONDS, self._read_timed_out)
+                return
+            self._refuse(1008, f"a frame took longer than {knobs.FRAME_READ_TIMEOUT_SECONDS:g} s to arrive "
+                               "(BACKEND_FRAME_READ_TIMEOUT_SECONDS)")
+
+        def _refuse(self, code: int, reason: str) -> None:
+            """Close now and release what the frame in progress held."""
+            INBOUND.give(self._held)
+            self._held = 0
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            self.frames = []
+            if self.close_sent or self.transport.is_closing():
+                return
+            self.conn.fail(code, reason[:120])
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            INBOUND.give(self._held)
+            self._held = 0
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            super().connection_lost(exc)
+
+else:  # pragma: no cover
+    BoundedWebSocketProtocol = None  # type: ignore[assignment,misc]
+
+
+def websocket_protocol() -> Any:
+    """uvicorn's ``ws`` setting: the bounded protocol, or uvicorn's default where it cannot be had."""
+    return BoundedWebSocketProtocol if BoundedWebSocketProtocol is not None else "auto"

@@ -118,8 +118,9 @@ class TextFormatter(logging.Formatter):
         text = record.getMessage()
         if not hasattr(record, "call"):
             text = f"{record.levelname} {record.name}: {text}"
-        if record.exc_info:
-            text += "\n" + _cut(self.formatException(record.exc_info), knobs.CALL_LOG_MAX_TRACEBACK_CHARS)
+        trace = _traceback_text(record)
+        if trace:
+            text += "\n" + trace
         return f"{when} {text}"
 
 
@@ -137,10 +138,17 @@ class JsonFormatter(logging.Formatter):
             body.update(call)
         else:
             body["message"] = _cut(record.getMessage())
-        if record.exc_info:
-            text = "".join(traceback.format_exception(*record.exc_info))
-            body["traceback"] = _cut(text, knobs.CALL_LOG_MAX_TRACEBACK_CHARS)
+        trace = _traceback_text(record)
+        if trace:
+            body["traceback"] = trace
         return msgspec.json.encode(body).decode()
+
+
+def _traceback_text(record: logging.LogRecord) -> str:
+    """The record's traceback, bounded: from its exception, or as already rendered (and cut) by the engine's
+    log filter (``logs.BoundedLogs``), which keeps the text in ``exc_text``."""
+    text = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else record.exc_text or ""
+    return _cut(text.rstrip("\n"), knobs.CALL_LOG_MAX_TRACEBACK_CHARS) if text else ""
 
 
 def configure(*, calls: bool) -> None:

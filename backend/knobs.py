@@ -116,8 +116,8 @@ MAX_VALUE_DEPTH = _env_int("BACKEND_MAX_VALUE_DEPTH", 64, 4, 512)
 #: change is applied over several passes, each followed by other sockets' work, so one client adding
 #: thousands of queries cannot freeze everyone else's updates; its own Transition waits until all are in.
 HUB_QUERIES_PER_PASS = _env_int("BACKEND_HUB_QUERIES_PER_PASS", 64, 1, 1_000_000)
-#: Bytes of one Transition frame. Larger Transitions are sent as several consecutive Transitions, only the
-#: last of which advances the version; a single query result larger than this fails with QueryFailed.
+#: Bytes of one Transition frame. A larger Transition goes out as TransitionChunk frames of at most this
+#: size, which clients join before applying; a single query result larger than this fails with QueryFailed.
 MAX_TRANSITION_BYTES = _env_int("BACKEND_MAX_TRANSITION_BYTES", 8 * 1024 * 1024, 64 * 1024, 1 << 30)
 #: Characters of one log record (message plus traceback); longer records are cut, keeping both ends.
 LOG_MAX_CHARS = _env_int("BACKEND_LOG_MAX_CHARS", 8192, 256, 1 << 20)

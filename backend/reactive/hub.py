@@ -14,7 +14,8 @@ One socket's request can never cost another socket its work: arguments are check
 socket's own task, and a failure resolving or validating them (``prepare``) fails only that query; each
 request is applied on its own, and a failure while applying or sending closes only that socket; a large
 query-set change is applied in slices of ``knobs.HUB_QUERIES_PER_PASS`` between other sockets' work; a
-Transition larger than ``knobs.MAX_TRANSITION_BYTES`` goes out as several consecutive Transitions.
+Transition larger than ``knobs.MAX_TRANSITION_BYTES`` goes out as ``TransitionChunk`` frames, which clients
+join before applying (so it is still one snapshot, all or nothing).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,6 +108,7 @@ class Subscriber:
     """The hub's view of one socket's query set."""
 
     link: SessionLink
+    chunked: bool = False  # the client joins TransitionChunk frames
     identity: Any | None = None
     query_set: int = 0
     identity_version: int = 0
@@ -222,8 +225,8 @@ class Hub:
 
     # -- requests from sessions --------------------------------------------------------------------------
 
-    def connect(self, link: SessionLink) -> Subscriber:
-        sub = Subscriber(link)
+    def connect(self, link: SessionLink, *, chunked: bool = False) -> Subscriber:
+        sub = Subscriber(link, chunked=chunked)
         self.subscribers.add(sub)
         return sub
 
@@ -599,12 +602,12 @@ class Hub:
                 return
         sub.completions.clear()
         frames = _transition_frames((sub.query_set, sub.identity_version, sub.ts),
-                                    (sub.target_query_set, sub.target_identity, new_ts), mods)
+                                    (sub.target_query_set, sub.target_identity, new_ts), mods, chunked=sub.chunked)
         sub.query_set, sub.identity_version, sub.ts = sub.target_query_set, sub.target_identity, new_ts
         self.stats["transitions"] += 1
         last = len(frames) - 1
         for number, frame in enumerate(frames):
-            # Only the last part counts against the socket's pending Transitions: the parts are one update.
+            # Only the last chunk counts against the socket's pending Transitions: the chunks are one update.
             if not sub.link.enqueue(frame, transition=number == last):
                 sub.link.overloaded()
                 return
@@ -696,10 +699,26 @@ def _max_modification_bytes() -> int:
     return knobs.MAX_TRANSITION_BYTES - _ENVELOPE_BYTES
 
 
-def _transition_frames(start: tuple[int, int, int], end: tuple[int, int, int], mods: list[bytes]) -> list[bytes]:
-    """One Transition ``start → end``, or, when its modifications exceed ``MAX_TRANSITION_BYTES``, several
-    consecutive ones: each part but the last stays at ``start`` (same query set, identity and ts, so no
-    client resolves a mutation or confirms a query-set change early), and the last moves to ``end``."""
+def _transition_frames(
+    start: tuple[int, int, int], end: tuple[int, int, int], mods: list[bytes], *, chunked: bool
+) -> list[bytes]:
+    """One Transition ``start → end``; when it exceeds ``MAX_TRANSITION_BYTES``, its ``TransitionChunk`` parts
+    for clients that join them, else consecutive Transitions (``_split_transition``)."""
+    from ..sync.protocol import transition, transition_chunks
+
+    frame = transition(start, end, mods)
+    if len(frame) <= knobs.MAX_TRANSITION_BYTES:
+        return [frame]
+    if not chunked:
+        return _split_transition(start, end, mods)
+    return transition_chunks(frame, f"{end[2]}-{next(_transition_ids)}", knobs.MAX_TRANSITION_BYTES)
+
+
+def _split_transition(start: tuple[int, int, int], end: tuple[int, int, int], mods: list[bytes]) -> list[bytes]:
+    """For clients without TransitionChunk: consecutive Transitions, each part but the last staying at
+    ``start`` (same query set, identity and ts, so no mutation resolves and no query-set change is confirmed
+    early) and the last moving to ``end``. Between parts such a client may briefly hold results of two
+    snapshots; chunking clients never do."""
     from ..sync.protocol import transition
 
     budget = _max_modification_bytes()
@@ -714,6 +733,9 @@ def _transition_frames(start: tuple[int, int, int], end: tuple[int, int, int], m
     frames = [transition(start, start, part) for part in parts[:-1]]
     frames.append(transition(start, end, parts[-1]))
     return frames
+
+
+_transition_ids = itertools.count()
 
 
 def _failed_body(error: BaseException, log_lines: list[str]) -> bytes:

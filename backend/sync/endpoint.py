@@ -54,7 +54,22 @@ class _AsgiTransport(Transport):
 @websocket(["/api/sync", "/api/{client_version:str}/sync"], websocket_class=_Socket)
 async def sync_socket(socket: _Socket) -> None:
     await socket.accept()
-    await SyncSession(socket.app.state.backend, _AsgiTransport(socket.receive, socket.send)).run()
+    version = socket.path_params.get("client_version")
+    await SyncSession(socket.app.state.backend, _AsgiTransport(socket.receive, socket.send),
+                      chunked_transitions=accepts_transition_chunks(version)).run()
+
+
+def accepts_transition_chunks(client_version: str | None) -> bool:
+    """Whether the client joins ``TransitionChunk`` frames: the npm client does from 1.28 on (it names its
+    version in the path); the Rust client (``/api/sync``, no version) does not, and gets a large Transition
+    as consecutive Transitions instead."""
+    if not client_version:
+        return False
+    try:
+        major, minor = (int(part) for part in client_version.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (1, 28)
 
 
 def sync_routes() -> list[Any]:

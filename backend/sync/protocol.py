@@ -211,4 +211,19 @@ def transition(start: Version, end: Version, modifications: list[bytes]) -> byte
         _version(start), _version(end), b",".join(modifications))
 
 
+def transition_chunks(frame: bytes, transition_id: str, max_bytes: int) -> list[bytes]:
+    """A ``Transition`` frame too large for one WebSocket frame as ``TransitionChunk`` frames: consecutive
+    pieces of its JSON text that the official clients join and parse before applying any of it, so the
+    update stays one snapshot, all or nothing. Each chunk frame stays within ``max_bytes``: a character
+    takes at most 4 bytes in UTF-8, and re-encoding a piece of JSON text as a string at most doubles it."""
+    text = frame.decode("utf-8")
+    step = max(1, (max_bytes - 256) // 4)
+    pieces = [text[i:i + step] for i in range(0, len(text), step)]
+    return [
+        msgspec.json.encode({"type": "TransitionChunk", "chunk": piece, "partNumber": number,
+                             "totalParts": len(pieces), "transitionId": transition_id})
+        for number, piece in enumerate(pieces)
+    ]
+
+
 PING = b'{"type":"Ping"}'

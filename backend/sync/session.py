@@ -84,13 +84,15 @@ class SyncSession:
     __slots__ = (
         "_abandon", "_broken", "_close_reason", "_expiry", "_inflight", "_last_sent", "_mutation_task", "_mutations",
         "_outbox", "_pending_ids", "_pending_transitions", "_reading", "_stop_requested", "_task", "_tasks",
-        "_writer", "backend", "fresh_session", "identity", "received_identity", "received_query_set", "session_id",
-        "state", "sub", "transport",
+        "_writer", "backend", "chunked_transitions", "fresh_session", "identity", "received_identity",
+        "received_query_set", "session_id", "state", "sub", "transport",
     )
 
-    def __init__(self, backend: Backend, transport: Transport) -> None:
+    def __init__(self, backend: Backend, transport: Transport, *, chunked_transitions: bool = False) -> None:
         self.backend = backend
         self.transport = transport
+        #: The client joins TransitionChunk frames (a large Transition then stays one all-or-nothing update).
+        self.chunked_transitions = chunked_transitions
         self.state = SessionState.AWAITING_CONNECT
         self.session_id = ""
         self.fresh_session = False
@@ -363,7 +365,7 @@ class SyncSession:
                 # Like the real server: fail this socket (the client retries), never move our clock there.
                 self._begin_close(1011, "InternalServerError: maxObservedTimestamp is ahead of this deployment")
                 raise _Closed
-        self.sub = self.backend.hub.connect(self)
+        self.sub = self.backend.hub.connect(self, chunked=self.chunked_transitions)
         self.state = SessionState.CONNECTED
 
     def _modify(self, message: p.ModifyQuerySet) -> None:

@@ -46,6 +46,7 @@ class RawClient:
         self.next_query_id = 0
         self.next_request_id = 0
         self.transitions = 0
+        self._chunks: list[dict[str, Any]] = []  # TransitionChunk parts of a Transition still arriving
 
     @classmethod
     @asynccontextmanager
@@ -142,9 +143,27 @@ class RawClient:
             message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
             if message["type"] == "Ping":
                 continue
+            if message["type"] == "TransitionChunk":
+                message = self.assemble(message)
+                if message is None:
+                    continue
             if message["type"] == "Transition":
                 self.apply(message)
             return dict(message)
+
+    def assemble(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        """Collect a TransitionChunk; the whole Transition once its last part arrived (checked as clients do)."""
+        parts = self._chunks
+        if parts:
+            assert (chunk["transitionId"], chunk["totalParts"]) == (parts[0]["transitionId"], parts[0]["totalParts"])
+        assert chunk["partNumber"] == len(parts), f"chunk {chunk['partNumber']} out of order"
+        parts.append(chunk)
+        if len(parts) < chunk["totalParts"]:
+            return None
+        self._chunks = []
+        message: dict[str, Any] = json.loads("".join(part["chunk"] for part in parts))
+        assert message["type"] == "Transition", message["type"]
+        return message
 
     def apply(self, transition: dict[str, Any]) -> None:
         start, end = transition["startVersion"], transition["endVersion"]

@@ -51,6 +51,7 @@ class ClassTemplates(Document, tablename="class_templates", tenant="business_id"
     instructor_id = ForeignKey(Members, null=True)
     price_cents = Integer(null=True)
     credit_cost = Integer()
+    credit_only = Boolean(null=True)  # a credit cost without a drop-in price (PR6)
     status = Varchar()  # active | ended
     ends_after = Varchar(null=True)  # local date after which the series has ended
     generated_until = Varchar(null=True)  # local date the instances are materialised up to
@@ -81,6 +82,8 @@ class ClassInstances(Document, tablename="class_instances", tenant="business_id"
     price_override_cents = Integer(null=True)  # set on the instance alone: wins over every pricing rule
     credit_cost_override = Integer(null=True)
     overbook_reason = Varchar(null=True)  # why staff set capacity below the seats already taken (C4)
+    closure_id = Varchar(null=True)  # the closure that cancelled it, so lifting the closure can restore it (T6)
+    credit_only = Boolean(null=True)  # sold for credits only: no drop-in price is offered (PR6)
     indexes = [
         Index("by_start", "starts_at"),
         Index("by_venue_start", "venue_id", "starts_at"),

@@ -124,7 +124,8 @@ async def check_in(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any]:
 
 @mutation(tenant="booking_id", roles=ATTENDANCE_ROLES)
 async def mark_no_show(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any]:
-    """Mark a booking as a no-show once the class has started; the penalty follows its policy (P3)."""
+    """Mark a booking as a no-show once start + the grace of its policy has passed (P1); the penalty follows
+    its policy (P3)."""
     booking = await ctx.db.get(booking_id)
     if booking is None:
         raise NotFound("$.args.bookingId: not found")

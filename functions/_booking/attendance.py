@@ -62,11 +62,15 @@ async def mark_no_show(ctx: Any, booking: dict[str, Any], *, by_job: bool = Fals
         return {"status": "no_show", "penalty": booking.get("penalty")}
     if booking["status"] not in ("confirmed", "checked_in"):
         raise _refuse("not_markable", f"a booking that is {booking['status']} cannot be a no-show", booking)
-    if now < booking["startsAt"]:
-        raise _refuse("class_not_started", "the class has not started yet", booking, startsAt=booking["startsAt"])
+    policy = BookingPolicy.from_json(booking.get("policy"), settings.policy())
+    # Nobody is a no-show before start + grace (P1): a member arriving a few minutes late is not absent.
+    possible_at = booking["startsAt"] + dt.timedelta(minutes=policy.no_show_grace_minutes)
+    if now < possible_at:
+        raise _refuse("no_show_too_early", "a no-show can be recorded only once the grace period after the "
+                      "start has passed", booking, startsAt=booking["startsAt"], possibleAt=possible_at,
+                      graceMinutes=policy.no_show_grace_minutes)
     if not by_job and now >= _edit_deadline(booking, settings):
         raise _refuse("attendance_locked", "attendance can no longer be changed", booking)
-    policy = BookingPolicy.from_json(booking.get("policy"), settings.policy())
     penalty = penalty_for(booking, "no_show", policy)
     await ctx.db.patch(booking["_id"], {"status": "no_show", "checkedInAt": None, "penalty": penalty})
     await notify(ctx, booking["businessId"], "no_show_recorded", booking["memberId"], bookingId=booking["_id"],

@@ -110,7 +110,11 @@ async def _payment(
     """
     price = stored_quote if stored_quote else (await quote_for(ctx, instance, business, settings)).to_json()
     decision.quote = price
+    dropin_offered = price.get("dropin", True) is not False
     if pay_with == "dropin":
+        if not dropin_offered:  # a credit-only class (PR6)
+            decision.reasons.append("dropin_not_offered")
+            return
         decision.pay_with = "dropin"
         return
     credits: Entitlement = await check_credits(
@@ -122,5 +126,5 @@ async def _payment(
     assert credits.reason is not None
     decision.reasons.append(credits.reason)
     decision.details.update({k: v for k, v in credits.details().items() if v is not None})
-    if pay_with is None:
+    if pay_with is None and dropin_offered:
         decision.details["dropinPriceCents"] = price["amountCents"]

@@ -121,6 +121,30 @@ def effective(stored: dict[str, Any] | None) -> dict[str, Any]:
     return values
 
 
+#: A day offset is counted on the local calendar, so across a daylight-saving change "1 day before" can be
+#: this many minutes shorter than 1440 (B1); the window must still be open for at least a minute then.
+DST_SHIFT_MINUTES = 60
+
+
+def latest_close(opens_days_before: int) -> int:
+    """The largest ``bookingClosesMinutesBefore`` that still leaves every class a non-empty window (B8)."""
+    shortest = opens_days_before * 1440 - DST_SHIFT_MINUTES if opens_days_before > 0 else 0
+    return shortest - 1
+
+
+def _check_window_opens(values: dict[str, Any], changes: dict[str, Any]) -> None:
+    """Refuse a booking window that closes before it opens: every booking would be refused (B8)."""
+    opens, closes = values["bookingOpensDaysBefore"], values["bookingClosesMinutesBefore"]
+    limit = latest_close(opens)
+    if closes <= limit:
+        return
+    message = (f"the booking window closes before it opens: it opens {opens} day(s) before a class, so it must "
+               f"close less than that before it (bookingClosesMinutesBefore at most {limit})")
+    if changes.get("bookingClosesMinutesBefore") is None and changes.get("bookingOpensDaysBefore") is not None:
+        raise invalid("bookingOpensDaysBefore", message, min=-(-(closes + 1 + DST_SHIFT_MINUTES) // 1440))
+    raise invalid("bookingClosesMinutesBefore", message, max=limit)
+
+
 def merge(stored: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, Any]:
     """The stored settings with ``changes`` applied (None values mean "leave as is"), validated as a whole.
 
@@ -138,6 +162,7 @@ def merge(stored: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, A
             raise invalid(key, problem[0], **problem[1])
         updated[key] = value
     values = effective(updated)
+    _check_window_opens(values, changes)
     needed = values["bookingOpensDaysBefore"] + HORIZON_MARGIN_DAYS
     if values["horizonDays"] < needed:
         raise invalid(

@@ -39,6 +39,7 @@ __all__ = ["EDITABLE", "EditOutcome", "apply_edit", "check_rrule", "end_series"]
 Doc = dict[str, Any]
 EDITABLE = (
     "name", "venueId", "startTime", "durationMinutes", "rrule", "capacity", "instructorId", "priceCents", "creditCost",
+    "creditOnly",
 )
 _TIME_FIELDS = ("startsAt", "endsAt", "venueId")
 
@@ -72,8 +73,12 @@ async def _merge(db: Any, template: Doc, changes: Doc) -> Doc:
     if "instructorId" in changes:
         await m.check_instructor(db, changes["instructorId"])
     m.check_numbers({k: merged.get(k) for k in m.LIMITS}, venue)
-    if merged.get("priceCents") is None and "creditCost" in changes:
-        raise invalid("creditCost", "a template's credit cost belongs to its price: set priceCents too")
+    # A credit cost without a price sells the class for credits only (PR6); a price brings the drop-in back.
+    if "priceCents" in changes:
+        merged["creditOnly"] = False
+    elif "creditCost" in changes and merged.get("priceCents") is None:
+        merged["creditOnly"] = True
+    merged["creditOnly"] = bool(merged.get("creditOnly"))
     if not str(merged["name"]).strip():
         raise invalid("name", "must not be empty")
     return merged

@@ -108,13 +108,46 @@ class PricingRules(Document, tablename="pricing_rules", tenant="business_id", au
     indexes = [Index("by_position", "position")]
 
 
+class MembershipPlans(Document, tablename="membership_plans", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    name = Varchar()
+    kind = Varchar()  # unlimited | limited
+    classes_per_period = Integer(null=True)  # limited plans only
+    period = Varchar()  # week | month, in the business's local calendar
+    price_cents = Integer()
+    venue_ids = JSONB(null=True)  # None: every venue
+    indexes = [Index("by_name", "name")]
+
+
+class Memberships(Document, tablename="memberships", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    member_id = ForeignKey(Members, null=False)
+    plan_id = ForeignKey(MembershipPlans, null=False)
+    starts_on = Varchar()  # local date, inclusive
+    ends_on = Varchar(null=True)  # local date, inclusive; None: open-ended
+    indexes = [Index("by_member_start", "member_id", "starts_on")]
+
+
+class MembershipUsage(Document, tablename="membership_usage", tenant="business_id"):
+    """Classes a membership paid for in one period: the row two bookings racing for the last use both write."""
+
+    business_id = ForeignKey(Businesses, null=False)
+    membership_id = ForeignKey(Memberships, null=False)
+    period_start = Varchar()  # local date the period starts
+    used = Integer()
+    usage_key = Varchar()  # "membership|periodStart": one row per period
+    indexes = [Index("by_usage_key", "usage_key", unique=True), Index("by_membership", "membership_id", "period_start")]
+
+
 class Bookings(Document, tablename="bookings", tenant="business_id", audited=True, soft_delete=True):
     business_id = ForeignKey(Businesses, null=False)
     instance_id = ForeignKey(ClassInstances, null=False)
     member_id = ForeignKey(Members, null=False)
     status = Varchar()  # confirmed | waitlisted | cancelled | cancelled_by_studio | checked_in | no_show | withdrawn
     source = Varchar()  # self | staff | waitlist
-    pay_with = Varchar(null=True)  # credits | dropin
+    pay_with = Varchar(null=True)  # membership | credits | dropin
+    membership_id = ForeignKey(Memberships, null=True)  # the membership that paid (payWith membership)
+    usage_key = Varchar(null=True)  # the membership_usage period it counts in, so a release finds it
     credits_spent = Integer()
     amount_cents = Integer()
     policy = JSONB()  # cancellation policy snapshotted at booking time (P2)
@@ -200,8 +233,8 @@ class RefChildren(Document, tablename="ref_children"):
 
 
 schema = define_schema(
-    [Businesses, Members, Venues, ClassTemplates, ClassInstances, Closures, PricingRules, Bookings, CreditLots,
-     CreditLedger, Outbox, Counters, BenchItems, RefParents, RefChildren],
+    [Businesses, Members, Venues, ClassTemplates, ClassInstances, Closures, PricingRules, MembershipPlans,
+     Memberships, MembershipUsage, Bookings, CreditLots, CreditLedger, Outbox, Counters, BenchItems, RefParents, RefChildren],
     tenancy=Tenancy(),
 )
 
@@ -214,3 +247,5 @@ InstanceId = Id["class_instances"]
 ClosureId = Id["closures"]
 BookingId = Id["bookings"]
 LotId = Id["credit_lots"]
+PlanId = Id["membership_plans"]
+MembershipId = Id["memberships"]

@@ -57,13 +57,13 @@ async def book(
     ctx: MutationCtx,
     instance_id: InstanceId,
     member_id: MemberId | None = None,
-    pay_with: Literal["credits", "dropin"] | None = None,
+    pay_with: Literal["membership", "credits", "dropin"] | None = None,
     override_reason: str | None = None,
 ) -> BookResult:
     """Take a seat, or a place on the waitlist when the class is full.
 
-    ``memberId`` books for someone else (staff). ``payWith`` defaults to credits when the member's credits
-    cover the class; ``dropin`` records the quoted price. Staff may pass ``overrideReason`` to book outside
+    ``memberId`` books for someone else (staff). Without ``payWith`` a membership that covers the class
+    pays, else credits (F13); ``dropin`` records the quoted price. The result's ``payWith`` says which paid. Staff may pass ``overrideReason`` to book outside
     the booking window (B3, B6: an explicit, audited override). A member already waiting for this class
     who finds a free seat claims it.
     """

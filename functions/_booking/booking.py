@@ -14,7 +14,7 @@ import msgspec
 
 from functions._shared.settings import Settings, load_settings
 
-from .eligibility import evaluate
+from .eligibility import PayWith, evaluate
 from .model import active_key, refuse
 from .outbox import notify
 from .seating import bump, pay, payment_fields, withdraw_clashing_entries
@@ -28,10 +28,12 @@ class BookResult(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=Tru
     status: Literal["confirmed", "waitlisted"]
     position: int | None = None
     reasons: list[str] | None = None
+    pay_with: str | None = None  # membership | credits | dropin: how the seat was paid (F13)
+    membership_id: str | None = None
 
 
 async def take_seat(
-    ctx: Any, instance: dict[str, Any], member: dict[str, Any], pay_with: Literal["credits", "dropin"] | None,
+    ctx: Any, instance: dict[str, Any], member: dict[str, Any], pay_with: PayWith | None,
     override_reason: str | None, *, on_behalf: bool,
 ) -> BookResult:
     """Book ``member`` into the scheduled ``instance``: confirmed while seats are free, else waitlisted."""
@@ -74,7 +76,7 @@ async def take_seat(
         await notify(ctx, instance["businessId"], "booking_confirmed", member["_id"], bookingId=booking_id,
                      instanceId=instance_id, startsAt=instance["startsAt"], payWith=decision.pay_with)
         await withdraw_clashing_entries(ctx, instance["businessId"], {**row, "_id": booking_id})
-        return BookResult(booking_id=booking_id, status="confirmed")
+        return _confirmed(booking_id, decision)
     booking_id = await ctx.db.insert("bookings", {
         **row, "status": "waitlisted", "payWith": pay_with, "creditsSpent": 0, "amountCents": 0,
         "quote": decision.quote,
@@ -97,4 +99,10 @@ async def _claim(
         raise refuse(decision.reasons, "the seat cannot be claimed: " + ", ".join(decision.reasons),
                      bookingId=entry["_id"], **decision.details)
     await seat_entry(ctx, instance, entry, decision, settings, how="claim")
-    return BookResult(booking_id=entry["_id"], status="confirmed")
+    return _confirmed(entry["_id"], decision)
+
+
+def _confirmed(booking_id: str, decision: Any) -> BookResult:
+    membership = decision.membership
+    return BookResult(booking_id=booking_id, status="confirmed", pay_with=decision.pay_with,
+                      membership_id=None if membership is None else membership["_id"])

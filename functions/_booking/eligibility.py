@@ -15,6 +15,7 @@ from functions._shared.settings import Settings
 from functions.pricing._quote import quote_for
 
 from .ledger import Entitlement, Lot, check_credits
+from .membership import Period, find_cover
 from .model import SEATED, collect
 
 __all__ = ["Decision", "check_window", "evaluate", "overlapping"]
@@ -22,7 +23,7 @@ __all__ = ["Decision", "check_window", "evaluate", "overlapping"]
 #: The longest class the overlap search looks back for; a longer one would be missed by the range read.
 MAX_CLASS = dt.timedelta(hours=24)
 
-PayWith = Literal["credits", "dropin"]
+PayWith = Literal["membership", "credits", "dropin"]
 
 
 @dataclass(slots=True)
@@ -32,6 +33,8 @@ class Decision:
     pay_with: PayWith | None = None
     plan: list[tuple[Lot, int]] | None = None
     quote: dict[str, Any] | None = None
+    membership: dict[str, Any] | None = None
+    period: Period | None = None
 
     @property
     def ok(self) -> bool:
@@ -104,7 +107,8 @@ async def _payment(
     ctx: Any, decision: Decision, instance: dict[str, Any], member: dict[str, Any], business: dict[str, Any],
     settings: Settings, pay_with: PayWith | None, stored_quote: dict[str, Any] | None,
 ) -> None:
-    """Credits when asked for or (by default) when they cover the class; a drop-in only when asked for.
+    """How the class is paid: what ``pay_with`` asks for; without it a membership that covers the class, then
+    credits (F13); a drop-in only when asked for, since it takes money.
 
     A waiting entry keeps the quote it was given when it joined: a later price change never reprices it (PR1).
     """
@@ -117,10 +121,24 @@ async def _payment(
             return
         decision.pay_with = "dropin"
         return
+    cover = None
+    if pay_with in (None, "membership"):
+        cover = await find_cover(ctx.db, business, member["_id"], instance)
+        if cover.membership is not None:
+            decision.pay_with, decision.membership, decision.period = "membership", cover.membership, cover.period
+            return
+        if pay_with == "membership" or cover.reason == "membership_limit_reached":
+            assert cover.reason is not None
+            decision.reasons.append(cover.reason)
+            decision.details.update(cover.details or {})
+        if pay_with == "membership":
+            return
     credits: Entitlement = await check_credits(
         ctx.db, member["businessId"], member["_id"], ctx.now, instance["startsAt"], int(price.get("creditCost") or 1)
     )
     if credits.plan is not None:
+        # Credits pay when no membership can; a full membership is then no reason to refuse.
+        decision.reasons = [r for r in decision.reasons if r != "membership_limit_reached"]
         decision.pay_with, decision.plan = "credits", credits.plan
         return
     assert credits.reason is not None

@@ -205,7 +205,7 @@ async def test_no_auto_promotion_after_the_cutoff_waiting_members_may_claim(worl
     assert result["late"] is False and result["promotedBookingIds"] == []
     assert [o["recipient_id"] for o in await world.outbox("seat_available")] == [world.members["bob"]]
     claimed = await world.book("bob", instance)
-    assert claimed == {"bookingId": ids["bob"], "status": "confirmed"}
+    assert claimed == {"bookingId": ids["bob"], "status": "confirmed", "payWith": "credits"}
     assert (await world.instance_row(instance))["booked"] == 1
 
 

@@ -22,12 +22,14 @@ class Businesses(Document, tablename="businesses", tenant_root=True, audited=Tru
 class Members(Document, tablename="members", tenant="business_id", audited=True, soft_delete=True):
     business_id = ForeignKey(Businesses, null=False)
     subject = Varchar()
-    role = Varchar()  # owner | admin | instructor | customer
+    role = Varchar()  # owner | admin | instructor | customer | dependent
     status = Varchar()  # invited | active
     name = Varchar(null=True)
     email = Varchar(null=True)
     suspended_until = Timestamptz(null=True)
-    indexes = [Index("by_subject", "subject", unique=True), Index("by_role", "role")]
+    owner_id = Varchar(null=True)  # a dependant (no login): the member who books and answers for them (G1)
+    birth_date = Varchar(null=True)  # local date, dependants only
+    indexes = [Index("by_subject", "subject", unique=True), Index("by_role", "role"), Index("by_owner", "owner_id")]
 
 
 class Venues(Document, tablename="venues", tenant="business_id", audited=True, soft_delete=True):
@@ -144,6 +146,7 @@ class Bookings(Document, tablename="bookings", tenant="business_id", audited=Tru
     instance_id = ForeignKey(ClassInstances, null=False)
     member_id = ForeignKey(Members, null=False)
     status = Varchar()  # confirmed | waitlisted | cancelled | cancelled_by_studio | checked_in | no_show | withdrawn
+    guest_name = Varchar(null=True)  # a guest's seat, booked and paid by member_id (G2)
     source = Varchar()  # self | staff | waitlist
     pay_with = Varchar(null=True)  # membership | credits | dropin
     membership_id = ForeignKey(Memberships, null=True)  # the membership that paid (payWith membership)

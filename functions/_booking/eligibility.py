@@ -64,7 +64,8 @@ async def overlapping(
         "by_member_start",
         lambda q: q.eq("businessId", business_id).eq("memberId", member_id).gt("startsAt", starts_at - MAX_CLASS).lt("startsAt", ends_at),
     ))
-    return [r for r in rows if r["status"] in statuses and r["endsAt"] > starts_at]
+    # A guest's seat is booked under the booker's id but is not the booker's own time (G2).
+    return [r for r in rows if r["status"] in statuses and r["endsAt"] > starts_at and not r.get("guestName")]
 
 
 async def evaluate(
@@ -77,8 +78,11 @@ async def evaluate(
     *,
     enforce_window: bool,
     stored_quote: dict[str, Any] | None = None,
+    allow_membership: bool = True,
 ) -> Decision:
-    """Every reason this member cannot be seated now, or the payment plan when they can."""
+    """Every reason this member cannot be seated now, or the payment plan when they can.
+
+    ``allow_membership`` False (a guest's seat, G2) leaves memberships out of the payment."""
     decision = Decision()
     now: dt.datetime = ctx.now
     if enforce_window:
@@ -99,13 +103,13 @@ async def evaluate(
         if clashes:
             decision.reasons.append("overlaps_existing_booking")
             decision.details["overlapsBookingIds"] = [r["_id"] for r in clashes]
-    await _payment(ctx, decision, instance, member, business, settings, pay_with, stored_quote)
+    await _payment(ctx, decision, instance, member, business, settings, pay_with, stored_quote, allow_membership)
     return decision
 
 
 async def _payment(
     ctx: Any, decision: Decision, instance: dict[str, Any], member: dict[str, Any], business: dict[str, Any],
-    settings: Settings, pay_with: PayWith | None, stored_quote: dict[str, Any] | None,
+    settings: Settings, pay_with: PayWith | None, stored_quote: dict[str, Any] | None, allow_membership: bool,
 ) -> None:
     """How the class is paid: what ``pay_with`` asks for; without it a membership that covers the class, then
     credits (F13); a drop-in only when asked for, since it takes money.
@@ -122,7 +126,7 @@ async def _payment(
         decision.pay_with = "dropin"
         return
     cover = None
-    if pay_with in (None, "membership"):
+    if allow_membership and pay_with in (None, "membership"):
         cover = await find_cover(ctx.db, business, member["_id"], instance)
         if cover.membership is not None:
             decision.pay_with, decision.membership, decision.period = "membership", cover.membership, cover.period

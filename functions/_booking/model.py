@@ -96,6 +96,8 @@ class BookingView(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=Tr
     skip_reason: str | None = None
     class_name: str | None = None
     member_name: str | None = None
+    guest_name: str | None = None
+    membership_id: str | None = None
 
 
 def booking_view(
@@ -122,4 +124,6 @@ def booking_view(
         skip_reason=row.get("skipReason"),
         class_name=class_name,
         member_name=member_name,
+        guest_name=row.get("guestName"),
+        membership_id=row.get("membershipId"),
     )

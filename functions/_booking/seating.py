@@ -62,7 +62,11 @@ async def pay(ctx: Any, business_id: str, booking_id: str, member_id: str, decis
 
 
 async def withdraw_clashing_entries(ctx: Any, business_id: str, seated: dict[str, Any]) -> list[str]:
-    """The member's other waitlist entries that overlap the class they now sit in are withdrawn (W7)."""
+    """The member's other waitlist entries that overlap the class they now sit in are withdrawn (W7).
+
+    A guest's seat withdraws nothing: the booker is not the one sitting in it (G2)."""
+    if seated.get("guestName"):
+        return []
     entries = await overlapping(ctx.db, business_id, seated["memberId"], seated["startsAt"], seated["endsAt"],
                                 frozenset({"waitlisted"}))
     withdrawn: list[str] = []

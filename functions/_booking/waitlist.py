@@ -78,7 +78,7 @@ async def promote(ctx: Any, instance: dict[str, Any]) -> list[str]:
             continue
         decision = await evaluate(
             ctx, instance, member, settings, business, entry.get("payWith"),
-            enforce_window=False, stored_quote=entry.get("quote"),
+            enforce_window=False, stored_quote=entry.get("quote"), allow_membership=not entry.get("guestName"),
         )
         if not decision.ok:
             await _skip(ctx, entry, decision.reasons)

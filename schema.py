@@ -145,7 +145,7 @@ class Bookings(Document, tablename="bookings", tenant="business_id", audited=Tru
     business_id = ForeignKey(Businesses, null=False)
     instance_id = ForeignKey(ClassInstances, null=False)
     member_id = ForeignKey(Members, null=False)
-    status = Varchar()  # confirmed | waitlisted | cancelled | cancelled_by_studio | checked_in | no_show | withdrawn
+    status = Varchar()  # confirmed | waitlisted | offered | cancelled | cancelled_by_studio | checked_in | no_show | withdrawn
     guest_name = Varchar(null=True)  # a guest's seat, booked and paid by member_id (G2)
     source = Varchar()  # self | staff | waitlist
     pay_with = Varchar(null=True)  # membership | credits | dropin
@@ -163,6 +163,7 @@ class Bookings(Document, tablename="bookings", tenant="business_id", audited=Tru
     late = Boolean()
     penalty = JSONB(null=True)
     checked_in_at = Timestamptz(null=True)
+    offer_expires_at = Timestamptz(null=True)  # while "offered": the held seat is the member's until then (W5)
     reason = Varchar(null=True)  # why it ended: the caller's reason, or overlapping_booking / lapsed_at_start
     skip_reason = Varchar(null=True)  # why the last promotion passed this waiting entry over (W2)
     quote = JSONB(null=True)  # drop-in price quote (amountCents, currency, source, ruleId) stored at booking (PR1)

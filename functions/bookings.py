@@ -24,7 +24,7 @@ from backend import (
     mutation,
     query,
 )
-from functions._booking import attendance, cancellation
+from functions._booking import attendance, cancellation, offers
 from functions._booking.booking import MAX_GUEST_NAME, BookResult, book_with_guest, take_seat
 from functions._booking.model import (
     ATTENDANCE_ROLES,
@@ -138,6 +138,31 @@ async def cancel(
             "penaltyWaived": result["penaltyWaived"]}
 
 
+@mutation(tenant="booking_id")
+async def claim_offer(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any]:
+    """Take the seat a waitlist offer holds (W5): ``{bookingId, status: "confirmed", payWith, membershipId}``.
+
+    Refused with ``offer_expired`` once the offer ran out or the class started, ``not_offered`` when there is
+    no open offer (e.g. already claimed). The member, their owner (dependants) or staff may claim.
+    """
+    caller = ctx.member
+    assert caller is not None
+    booking = await ctx.db.get(booking_id)
+    if booking is None or (caller["role"] not in STAFF_ROLES and not await _answers_for(ctx, booking["memberId"])):
+        raise NotFound("$.args.bookingId: not found")
+    return await offers.claim(ctx, booking)
+
+
+@internal_mutation(cross_tenant=True)
+async def expire_offer(ctx: MutationCtx, booking_id: BookingId) -> bool:
+    """Scheduled when an offer is made: at its expiry (or the class start) the seat passes to the next
+    person waiting. Does nothing to an offer already claimed or declined."""
+    booking = await ctx.db.get(booking_id)
+    if booking is None:
+        return False
+    return await offers.expire(ctx, booking)
+
+
 @mutation(tenant="booking_id", roles=ATTENDANCE_ROLES)
 async def check_in(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any]:
     """Mark the member present; also reverses a no-show mark within the edit window (P6)."""
@@ -204,12 +229,13 @@ class Roster(msgspec.Struct, rename="camel", kw_only=True):
 
 @query(tenant="instance_id", roles=ATTENDANCE_ROLES)
 async def for_instance(ctx: QueryCtx, instance_id: InstanceId) -> Roster:
-    """The class roster: seated members, then the waitlist in order with positions (W1)."""
+    """The class roster: seated members (and seats held by an offer, W5), then the waitlist in order with
+    positions (W1)."""
     instance = await ctx.db.get(instance_id)
     if instance is None:
         raise NotFound("$.args.instanceId: not found")
     seated: list[dict[str, Any]] = []
-    for status in ("confirmed", "checked_in", "no_show"):
+    for status in ("confirmed", "offered", "checked_in", "no_show"):
         seated += await collect(ctx.db.query("bookings").with_index(
             "by_instance_status", _instance_status(instance["_id"], status)
         ))

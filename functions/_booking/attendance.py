@@ -16,6 +16,7 @@ from functions._rules.policy import is_no_show
 from functions._shared.settings import BookingPolicy, Settings, load_settings
 
 from .model import plain
+from .offers import expire
 from .outbox import notify
 from .penalties import penalty_for, record_strike
 from .seating import bump
@@ -101,7 +102,8 @@ async def mark_due(ctx: Any, business_id: str, limit: int) -> list[str]:
 
 
 async def lapse_waitlist(ctx: Any, business_id: str, limit: int) -> list[str]:
-    """Waitlist entries of classes that have started end as ``withdrawn``/``lapsed_at_start`` (W9, W10)."""
+    """Waitlist entries and offers of classes that have started end as ``withdrawn``/``lapsed_at_start``
+    (W5, W9, W10)."""
     now: dt.datetime = ctx.now
     rows = await ctx.db.query("bookings").with_index(
         "by_status_start", lambda q: q.eq("businessId", business_id).eq("status", "waitlisted").lte("startsAt", now)
@@ -117,4 +119,10 @@ async def lapse_waitlist(ctx: Any, business_id: str, limit: int) -> list[str]:
         await notify(ctx, business_id, "waitlist_lapsed", row["memberId"], bookingId=row["_id"],
                      instanceId=row["instanceId"])
         lapsed.append(row["_id"])
+    offered = await ctx.db.query("bookings").with_index(
+        "by_status_start", lambda q: q.eq("businessId", business_id).eq("status", "offered").lte("startsAt", now)
+    ).take(limit)
+    for row in offered:  # an offer's hold ends at the start (W5); its own expiry job normally got there first
+        if await expire(ctx, row):
+            lapsed.append(row["_id"])
     return lapsed

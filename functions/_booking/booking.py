@@ -14,6 +14,7 @@ import msgspec
 
 from functions._shared.settings import Settings, load_settings
 
+from . import offers
 from .eligibility import PayWith, evaluate
 from .model import active_key, refuse
 from .outbox import notify
@@ -61,8 +62,11 @@ async def take_seat(
     settings, business = await load_settings(ctx.db, instance["businessId"])
     promoted: list[str] = []
     free = instance["capacity"] - instance["booked"]
-    if free > 0 and instance["waitlisted"] > 0 and auto_promotion_open(instance, settings, ctx.now):
-        # A seat released without a promotion (e.g. capacity raised elsewhere) goes to the queue first (W2).
+    if free > 0 and instance["waitlisted"] > 0 and (
+        auto_promotion_open(instance, settings, ctx.now) or settings.offer_minutes > 0
+    ):
+        # A seat released without a promotion or offer (e.g. capacity raised elsewhere) goes to the queue
+        # first (W2, W5).
         promoted = await promote(ctx, instance)
     key = active_key(member["_id"], instance_id) if guest_name is None else guest_key(member["_id"], instance_id, guest_name)
     existing = await ctx.db.query("bookings").with_index("by_active_key", lambda q: q.eq("activeKey", key)).first()
@@ -72,6 +76,10 @@ async def take_seat(
             return BookResult(booking_id=existing["_id"], status="confirmed")
         if existing["status"] == "waitlisted" and free > 0:
             return await _claim(ctx, instance, member, existing, settings, business)
+        if existing["status"] == "offered":  # booking again is taking the held seat (W5)
+            claimed = await offers.claim(ctx, existing)
+            return BookResult(booking_id=existing["_id"], status="confirmed", pay_with=claimed["payWith"],
+                              membership_id=claimed["membershipId"])
         raise refuse(["already_booked"], "already booked for this class", bookingId=existing["_id"],
                      status=existing["status"])
     decision = await evaluate(ctx, instance, member, settings, business, pay_with,

@@ -14,7 +14,7 @@ from .eligibility import Decision, overlapping
 from .membership import take_use
 from .outbox import notify
 
-__all__ = ["bump", "pay", "payment_fields", "withdraw_clashing_entries"]
+__all__ = ["bump", "pay", "payment_fields", "skip_entry", "withdraw_clashing_entries"]
 
 
 async def bump(ctx: Any, instance: dict[str, Any], *, booked: int = 0, waitlisted: int = 0) -> None:
@@ -83,3 +83,13 @@ async def withdraw_clashing_entries(ctx: Any, business_id: str, seated: dict[str
                      instanceId=entry["instanceId"], reason="overlapping_booking", seatedBookingId=seated["_id"])
         withdrawn.append(entry["_id"])
     return withdrawn
+
+
+async def skip_entry(ctx: Any, entry: dict[str, Any], reasons: list[str]) -> None:
+    """Record why a waiting entry was passed over for a seat; it keeps its place for the next one (W2)."""
+    reason = reasons[0]
+    if entry.get("skipReason") == reason:
+        return
+    await ctx.db.patch(entry["_id"], {"skipReason": reason})
+    await notify(ctx, entry["businessId"], "promotion_skipped", entry["memberId"], bookingId=entry["_id"],
+                 instanceId=entry["instanceId"], reasons=reasons)

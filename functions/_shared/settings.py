@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "waitlistLimit": 20,
     "autoPromoteCutoffMinutes": None,
     "promotionGraceMinutes": 120,
+    # after the cutoff (W3, W5): minutes an offer holds a freed seat for the head of the waitlist; 0 = open
+    # booking (every waiting member is told, the first to book takes the seat)
+    "offerMinutes": 30,
     # cancellations and attendance (P1-P6, C5)
     "lateCancelMinutes": 720,
     "noShowGraceMinutes": 15,
@@ -74,6 +77,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "waitlistLimit": (0, 1000),
     "autoPromoteCutoffMinutes": (0, 20_160),
     "promotionGraceMinutes": (0, 1440),
+    "offerMinutes": (0, 1440),
     "lateCancelMinutes": (0, 10_080),
     "noShowGraceMinutes": (0, 1440),
     "lateCancelFeeCents": (0, 100_000_000),
@@ -231,6 +235,7 @@ class Settings:
     waitlist_limit: int
     auto_promote_cutoff_minutes: int | None
     promotion_grace_minutes: int
+    offer_minutes: int
     late_cancel_minutes: int
     no_show_grace_minutes: int
     late_cancel_fee_cents: int

@@ -202,8 +202,38 @@ class Outbox(Document, tablename="outbox", tenant="business_id"):
     kind = Varchar()
     recipient_id = Varchar(null=True)
     payload = JSONB()
-    status = Varchar()  # pending | sent
+    status = Varchar()  # pending | sent (handed to the webhook endpoints)
+    ordinal = Integer(null=True)  # position among the rows its transaction wrote
     indexes = [Index("by_status", "status")]
+
+
+class Webhooks(Document, tablename="webhooks", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    url = Varchar()
+    events = JSONB()  # outbox kinds delivered to it; ["*"] for every kind
+    secret = Varchar()  # signs every delivery (H3); shown once, when created
+    next_seq = Integer()  # the sequence number the next event for this endpoint gets (H2)
+    indexes = [Index("by_url", "url")]
+
+
+class WebhookDeliveries(Document, tablename="webhook_deliveries", tenant="business_id"):
+    """One outbox event for one endpoint: delivered in ``seq`` order, retried with backoff, then failed (H2-H4)."""
+
+    business_id = ForeignKey(Businesses, null=False)
+    webhook_id = ForeignKey(Webhooks, null=False)
+    event_id = Varchar()  # the outbox row's id: stable across redeliveries, receivers dedupe on it
+    kind = Varchar()
+    body = JSONB()  # the event as sent
+    seq = Integer()
+    status = Varchar()  # pending | delivering | delivered | failed
+    attempts = Integer()
+    next_attempt_at = Timestamptz()
+    first_attempt_at = Timestamptz(null=True)
+    lease_until = Timestamptz(null=True)  # while delivering: another run may take it over after this
+    last_status_code = Integer(null=True)
+    last_error = Varchar(null=True)
+    delivered_at = Timestamptz(null=True)
+    indexes = [Index("by_webhook_seq", "webhook_id", "seq"), Index("by_webhook_status", "webhook_id", "status", "seq")]
 
 
 class Counters(Document, tablename="counters"):
@@ -238,7 +268,7 @@ class RefChildren(Document, tablename="ref_children"):
 
 schema = define_schema(
     [Businesses, Members, Venues, ClassTemplates, ClassInstances, Closures, PricingRules, MembershipPlans,
-     Memberships, MembershipUsage, Bookings, CreditLots, CreditLedger, Outbox, Counters, BenchItems, RefParents, RefChildren],
+     Memberships, MembershipUsage, Bookings, CreditLots, CreditLedger, Outbox, Webhooks, WebhookDeliveries, Counters, BenchItems, RefParents, RefChildren],
     tenancy=Tenancy(),
 )
 
@@ -253,3 +283,5 @@ BookingId = Id["bookings"]
 LotId = Id["credit_lots"]
 PlanId = Id["membership_plans"]
 MembershipId = Id["memberships"]
+WebhookId = Id["webhooks"]
+DeliveryId = Id["webhook_deliveries"]

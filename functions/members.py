@@ -142,6 +142,8 @@ async def set_role(ctx: MutationCtx, member_id: MemberId, role: Role) -> None:
     member = await ctx.db.get(member_id)
     if member is None:
         raise not_found("memberId")
+    if member.get("ownerId") is not None:
+        raise conflict("dependent_has_no_login", "a dependant cannot sign in, so it cannot be given a role")
     _require_owner_for(ctx, role)
     _require_owner_for(ctx, member["role"])
     if member["role"] == "owner" and role != "owner" and await _owners(ctx) < 2:

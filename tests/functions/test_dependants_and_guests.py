@@ -88,6 +88,9 @@ async def test_dependants_are_checked(world: World) -> None:
     row = (await world.tb.sql("SELECT role, owner_id, subject FROM members WHERE _id = $1", kid))[0]
     assert (row["role"], row["owner_id"]) == ("dependent", world.members["ann"])
     assert row["subject"].startswith("dependent:") and len(row["subject"]) > 30
+    with pytest.raises(AppError) as role:
+        await world.tb.mutation("members:set_role", {"memberId": kid, "role": "admin"}, as_user=world.owner)
+    assert role.value.data["code"] == "dependent_has_no_login"
 
 
 async def test_a_guest_takes_a_seat_of_their_own_paid_by_the_booker(world: World) -> None:

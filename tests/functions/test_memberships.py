@@ -191,6 +191,21 @@ async def test_plans_and_assignments_are_checked_and_staff_only(world: World) ->
     assert [(p["planId"], p["classesPerPeriod"]) for p in plans] == [(plan_id, 2)]
 
 
+async def test_promotion_applies_the_limit_and_skips_with_the_reason(world: World) -> None:
+    await assign(world, "ann", await plan(world, classesPerPeriod=1))
+    full = await world.instance(MON + dt.timedelta(days=1), capacity=1)
+    await world.member("bob")
+    await world.grant("bob", 1, "2030-12-31")
+    seated = await world.book("bob", full)
+    waiting = await world.book("ann", full, payWith="membership")  # joining takes no use yet (W10)
+    assert waiting["status"] == "waitlisted"
+    await world.book("ann", await world.instance(MON), payWith="membership")  # the week's one use
+    await world.cancel("bob", seated["bookingId"])  # early, before the cutoff: promotion would seat ann
+    row = await world.booking_row(waiting["bookingId"])
+    assert (row["status"], row["skip_reason"]) == ("waitlisted", "membership_limit_reached")
+    assert (await world.instance_row(full))["booked"] == 0
+
+
 # -- the race for the last use, over real sockets ---------------------------------------------------------
 
 

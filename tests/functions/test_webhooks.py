@@ -224,3 +224,19 @@ async def test_staff_only_and_removed_endpoints_get_nothing(world: World, receiv
     await world.tb.mutation("webhooks:remove", {"webhookId": hook["webhookId"]}, as_user=world.owner)
     await world.book("ann", await world.instance(CLASS))
     assert (await deliver(world))["dispatched"] == 0 and receiver.received == []
+
+
+async def test_a_run_that_dies_mid_delivery_is_sent_again_after_its_lease(
+    world: World, clock: ManualClock, receiver: Receiver
+) -> None:
+    hook = await create(world, receiver.url, ["booking_confirmed"])
+    await world.book("ann", await world.instance(CLASS))
+    await world.internal("webhooks:dispatch", {})
+    claimed = await world.internal("webhooks:claim", {})  # a run claims it, then dies before recording
+    assert [c["url"] for c in claimed] == [receiver.url]
+    assert (await deliver(world))["delivered"] == 0 and receiver.received == []  # leased: nobody else sends
+    clock.advance(minutes=5)  # past the lease
+    assert (await deliver(world))["delivered"] == 1
+    [row] = await deliveries(world, hook["webhookId"])
+    assert (row["status"], row["attempts"]) == ("delivered", 2)
+    assert len(receiver.received) == 1

@@ -31,6 +31,7 @@ from ._generate import (
     horizon_end,
     local_today,
     mark_generated,
+    require_a_class,
     template_slots,
 )
 
@@ -119,6 +120,8 @@ async def apply_edit(
         target = {k: merged[k] for k in (*EDITABLE, "timezone", "endsAfter")}
         target.update(startDate=new_start.isoformat(), rrule=rrule, status="active", generatedUntil=None,
                       parentTemplateId=template["_id"], businessId=template["businessId"])
+        if "rrule" in changes:
+            require_a_class(target, settings.gap_policy)  # T14
         target["_id"] = await db.insert("class_templates", {k: v for k, v in target.items() if k != "_id"})
         last_old = (first_day - timedelta(days=1)).isoformat()
         await db.patch(template["_id"], {"endsAfter": last_old})
@@ -126,6 +129,7 @@ async def apply_edit(
     else:
         if "rrule" in changes:
             merged["rrule"] = check_rrule(changes["rrule"], merged["timezone"], start)
+            require_a_class(merged, settings.gap_policy)  # T14
         updates = {k: merged[k] for k in (*EDITABLE, "timezone") if merged[k] != template.get(k)}
         if updates:
             await db.patch(template["_id"], updates)

@@ -158,6 +158,19 @@ async def test_a_series_without_any_class_is_refused(
     assert await studio.tb.sql("SELECT 1 FROM class_templates WHERE business_id = $1", studio.business_id) == []
 
 
+async def test_a_series_edit_that_leaves_no_class_is_refused(studio: Studio) -> None:
+    await studio.venue("soho")
+    template = await studio.template("soho", "2026-01-10", "09:00", "FREQ=WEEKLY;COUNT=3")
+    for from_date in (None, "2026-01-17"):  # the whole series, and "this and following" (a split)
+        args: dict[str, Any] = {"templateId": template, "rrule": "FREQ=WEEKLY;UNTIL=20260105"}
+        if from_date is not None:
+            args["fromDate"] = from_date
+        with pytest.raises(AppError) as error:
+            await studio.mutation("classes:update_template", args)
+        assert (error.value.data["field"], "UNTIL" in error.value.message) == ("rrule", True)
+    assert len(await studio.rows(template)) == 3
+
+
 # -- PR6: credit-only classes -----------------------------------------------------------------------------
 
 

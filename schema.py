@@ -22,12 +22,14 @@ class Businesses(Document, tablename="businesses", tenant_root=True, audited=Tru
 class Members(Document, tablename="members", tenant="business_id", audited=True, soft_delete=True):
     business_id = ForeignKey(Businesses, null=False)
     subject = Varchar()
-    role = Varchar()  # owner | admin | instructor | customer
+    role = Varchar()  # owner | admin | instructor | customer | dependent
     status = Varchar()  # invited | active
     name = Varchar(null=True)
     email = Varchar(null=True)
     suspended_until = Timestamptz(null=True)
-    indexes = [Index("by_subject", "subject", unique=True), Index("by_role", "role")]
+    owner_id = Varchar(null=True)  # a dependant (no login): the member who books and answers for them (G1)
+    birth_date = Varchar(null=True)  # local date, dependants only
+    indexes = [Index("by_subject", "subject", unique=True), Index("by_role", "role"), Index("by_owner", "owner_id")]
 
 
 class Venues(Document, tablename="venues", tenant="business_id", audited=True, soft_delete=True):
@@ -51,6 +53,7 @@ class ClassTemplates(Document, tablename="class_templates", tenant="business_id"
     instructor_id = ForeignKey(Members, null=True)
     price_cents = Integer(null=True)
     credit_cost = Integer()
+    credit_only = Boolean(null=True)  # a credit cost without a drop-in price (PR6)
     status = Varchar()  # active | ended
     ends_after = Varchar(null=True)  # local date after which the series has ended
     generated_until = Varchar(null=True)  # local date the instances are materialised up to
@@ -81,6 +84,8 @@ class ClassInstances(Document, tablename="class_instances", tenant="business_id"
     price_override_cents = Integer(null=True)  # set on the instance alone: wins over every pricing rule
     credit_cost_override = Integer(null=True)
     overbook_reason = Varchar(null=True)  # why staff set capacity below the seats already taken (C4)
+    closure_id = Varchar(null=True)  # the closure that cancelled it, so lifting the closure can restore it (T6)
+    credit_only = Boolean(null=True)  # sold for credits only: no drop-in price is offered (PR6)
     indexes = [
         Index("by_start", "starts_at"),
         Index("by_venue_start", "venue_id", "starts_at"),
@@ -105,13 +110,47 @@ class PricingRules(Document, tablename="pricing_rules", tenant="business_id", au
     indexes = [Index("by_position", "position")]
 
 
+class MembershipPlans(Document, tablename="membership_plans", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    name = Varchar()
+    kind = Varchar()  # unlimited | limited
+    classes_per_period = Integer(null=True)  # limited plans only
+    period = Varchar()  # week | month, in the business's local calendar
+    price_cents = Integer()
+    venue_ids = JSONB(null=True)  # None: every venue
+    indexes = [Index("by_name", "name")]
+
+
+class Memberships(Document, tablename="memberships", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    member_id = ForeignKey(Members, null=False)
+    plan_id = ForeignKey(MembershipPlans, null=False)
+    starts_on = Varchar()  # local date, inclusive
+    ends_on = Varchar(null=True)  # local date, inclusive; None: open-ended
+    indexes = [Index("by_member_start", "member_id", "starts_on")]
+
+
+class MembershipUsage(Document, tablename="membership_usage", tenant="business_id"):
+    """Classes a membership paid for in one period: the row two bookings racing for the last use both write."""
+
+    business_id = ForeignKey(Businesses, null=False)
+    membership_id = ForeignKey(Memberships, null=False)
+    period_start = Varchar()  # local date the period starts
+    used = Integer()
+    usage_key = Varchar()  # "membership|periodStart": one row per period
+    indexes = [Index("by_usage_key", "usage_key", unique=True), Index("by_membership", "membership_id", "period_start")]
+
+
 class Bookings(Document, tablename="bookings", tenant="business_id", audited=True, soft_delete=True):
     business_id = ForeignKey(Businesses, null=False)
     instance_id = ForeignKey(ClassInstances, null=False)
     member_id = ForeignKey(Members, null=False)
-    status = Varchar()  # confirmed | waitlisted | cancelled | cancelled_by_studio | checked_in | no_show | withdrawn
+    status = Varchar()  # confirmed | waitlisted | offered | cancelled | cancelled_by_studio | checked_in | no_show | withdrawn
+    guest_name = Varchar(null=True)  # a guest's seat, booked and paid by member_id (G2)
     source = Varchar()  # self | staff | waitlist
-    pay_with = Varchar(null=True)  # credits | dropin
+    pay_with = Varchar(null=True)  # membership | credits | dropin
+    membership_id = ForeignKey(Memberships, null=True)  # the membership that paid (payWith membership)
+    usage_key = Varchar(null=True)  # the membership_usage period it counts in, so a release finds it
     credits_spent = Integer()
     amount_cents = Integer()
     policy = JSONB()  # cancellation policy snapshotted at booking time (P2)
@@ -124,6 +163,7 @@ class Bookings(Document, tablename="bookings", tenant="business_id", audited=Tru
     late = Boolean()
     penalty = JSONB(null=True)
     checked_in_at = Timestamptz(null=True)
+    offer_expires_at = Timestamptz(null=True)  # while "offered": the held seat is the member's until then (W5)
     reason = Varchar(null=True)  # why it ended: the caller's reason, or overlapping_booking / lapsed_at_start
     skip_reason = Varchar(null=True)  # why the last promotion passed this waiting entry over (W2)
     quote = JSONB(null=True)  # drop-in price quote (amountCents, currency, source, ruleId) stored at booking (PR1)
@@ -162,8 +202,38 @@ class Outbox(Document, tablename="outbox", tenant="business_id"):
     kind = Varchar()
     recipient_id = Varchar(null=True)
     payload = JSONB()
-    status = Varchar()  # pending | sent
+    status = Varchar()  # pending | sent (handed to the webhook endpoints)
+    ordinal = Integer(null=True)  # position among the rows its transaction wrote
     indexes = [Index("by_status", "status")]
+
+
+class Webhooks(Document, tablename="webhooks", tenant="business_id", audited=True, soft_delete=True):
+    business_id = ForeignKey(Businesses, null=False)
+    url = Varchar()
+    events = JSONB()  # outbox kinds delivered to it; ["*"] for every kind
+    secret = Varchar()  # signs every delivery (H3); shown once, when created
+    next_seq = Integer()  # the sequence number the next event for this endpoint gets (H2)
+    indexes = [Index("by_url", "url")]
+
+
+class WebhookDeliveries(Document, tablename="webhook_deliveries", tenant="business_id"):
+    """One outbox event for one endpoint: delivered in ``seq`` order, retried with backoff, then failed (H2-H4)."""
+
+    business_id = ForeignKey(Businesses, null=False)
+    webhook_id = ForeignKey(Webhooks, null=False)
+    event_id = Varchar()  # the outbox row's id: stable across redeliveries, receivers dedupe on it
+    kind = Varchar()
+    body = JSONB()  # the event as sent
+    seq = Integer()
+    status = Varchar()  # pending | delivering | delivered | failed
+    attempts = Integer()
+    next_attempt_at = Timestamptz()
+    first_attempt_at = Timestamptz(null=True)
+    lease_until = Timestamptz(null=True)  # while delivering: another run may take it over after this
+    last_status_code = Integer(null=True)
+    last_error = Varchar(null=True)
+    delivered_at = Timestamptz(null=True)
+    indexes = [Index("by_webhook_seq", "webhook_id", "seq"), Index("by_webhook_status", "webhook_id", "status", "seq")]
 
 
 class Counters(Document, tablename="counters"):
@@ -197,8 +267,8 @@ class RefChildren(Document, tablename="ref_children"):
 
 
 schema = define_schema(
-    [Businesses, Members, Venues, ClassTemplates, ClassInstances, Closures, PricingRules, Bookings, CreditLots,
-     CreditLedger, Outbox, Counters, BenchItems, RefParents, RefChildren],
+    [Businesses, Members, Venues, ClassTemplates, ClassInstances, Closures, PricingRules, MembershipPlans,
+     Memberships, MembershipUsage, Bookings, CreditLots, CreditLedger, Outbox, Webhooks, WebhookDeliveries, Counters, BenchItems, RefParents, RefChildren],
     tenancy=Tenancy(),
 )
 
@@ -211,3 +281,7 @@ InstanceId = Id["class_instances"]
 ClosureId = Id["closures"]
 BookingId = Id["bookings"]
 LotId = Id["credit_lots"]
+PlanId = Id["membership_plans"]
+MembershipId = Id["memberships"]
+WebhookId = Id["webhooks"]
+DeliveryId = Id["webhook_deliveries"]

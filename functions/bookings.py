@@ -24,8 +24,8 @@ from backend import (
     mutation,
     query,
 )
-from functions._booking import attendance, cancellation
-from functions._booking.booking import BookResult, take_seat
+from functions._booking import attendance, cancellation, offers
+from functions._booking.booking import MAX_GUEST_NAME, BookResult, book_with_guest, take_seat
 from functions._booking.model import (
     ATTENDANCE_ROLES,
     STAFF_ROLES,
@@ -39,17 +39,31 @@ from schema import BookingId, BusinessId, InstanceId, MemberId
 
 
 async def _member_for(ctx: MutationCtx | QueryCtx, member_id: str | None) -> tuple[dict[str, Any], bool]:
-    """The member acted for, and whether the caller acts for someone else (staff only)."""
+    """The member acted for, and whether staff act for someone else. Besides staff, a member may act for
+    their own dependants (G1); that is not a staff action."""
     caller = ctx.member
     assert caller is not None
     if member_id is None or member_id == caller["_id"]:
         return caller, False
-    if caller["role"] not in STAFF_ROLES:
-        raise Forbidden("only staff may act for another member")
+    staff = caller["role"] in STAFF_ROLES
     member = await ctx.db.get(member_id)
+    if member is not None and member.get("ownerId") == caller["_id"]:
+        return member, False
+    if not staff:
+        raise Forbidden("only staff may act for another member (or a member for their own dependants)")
     if member is None:
         raise NotFound("$.args.memberId: not found")
     return member, True
+
+
+async def _answers_for(ctx: MutationCtx | QueryCtx, member_id: str) -> bool:
+    """Whether the caller is ``member_id`` or owns that dependant."""
+    caller = ctx.member
+    assert caller is not None
+    if member_id == caller["_id"]:
+        return True
+    member = await ctx.db.get(member_id, include_deleted=True)
+    return member is not None and member.get("ownerId") == caller["_id"]
 
 
 @mutation(tenant="instance_id")
@@ -57,15 +71,20 @@ async def book(
     ctx: MutationCtx,
     instance_id: InstanceId,
     member_id: MemberId | None = None,
-    pay_with: Literal["credits", "dropin"] | None = None,
+    pay_with: Literal["membership", "credits", "dropin"] | None = None,
     override_reason: str | None = None,
+    guest_name: str | None = None,
 ) -> BookResult:
     """Take a seat, or a place on the waitlist when the class is full.
 
-    ``memberId`` books for someone else (staff). ``payWith`` defaults to credits when the member's credits
-    cover the class; ``dropin`` records the quoted price. Staff may pass ``overrideReason`` to book outside
+    ``memberId`` books for someone else (staff). Without ``payWith`` a membership that covers the class
+    pays, else credits (F13); ``dropin`` records the quoted price. The result's ``payWith`` says which paid. Staff may pass ``overrideReason`` to book outside
     the booking window (B3, B6: an explicit, audited override). A member already waiting for this class
     who finds a free seat claims it.
+
+    ``memberId`` may also name one of the caller's dependants (G1). ``guestName`` books one more seat for a
+    guest, paid by the booker with credits or a drop-in (G2): the result's ``guest`` is that seat (or
+    waitlist place); the booker's own seat is booked too unless they already have one.
     """
     member, on_behalf = await _member_for(ctx, member_id)
     caller = ctx.member
@@ -80,6 +99,12 @@ async def book(
     instance_id = instance["_id"]  # a plain str from here on (ids travel into JSON audit rows)
     if instance["status"] != "scheduled":
         raise refuse(["class_cancelled"], "the class is cancelled", instanceId=instance_id)
+    if guest_name is not None:
+        name = guest_name.strip()
+        if not name or len(name) > MAX_GUEST_NAME:
+            raise AppError({"code": "invalid_argument", "field": "guestName", "max": MAX_GUEST_NAME},
+                           f"$.args.guestName: must not be empty and at most {MAX_GUEST_NAME} characters")
+        return await book_with_guest(ctx, instance, member, pay_with, override_reason, name, on_behalf=on_behalf)
     return await take_seat(ctx, instance, member, pay_with, override_reason, on_behalf=on_behalf)
 
 
@@ -99,7 +124,7 @@ async def cancel(
     if booking is None:
         raise NotFound("$.args.bookingId: not found")
     staff = caller["role"] in STAFF_ROLES
-    if booking["memberId"] != caller["_id"] and not staff:
+    if not staff and not await _answers_for(ctx, booking["memberId"]):
         raise NotFound("$.args.bookingId: not found")
     if waive_penalty and not staff:
         raise Forbidden("only staff may waive a penalty")
@@ -113,6 +138,31 @@ async def cancel(
             "penaltyWaived": result["penaltyWaived"]}
 
 
+@mutation(tenant="booking_id")
+async def claim_offer(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any]:
+    """Take the seat a waitlist offer holds (W5): ``{bookingId, status: "confirmed", payWith, membershipId}``.
+
+    Refused with ``offer_expired`` once the offer ran out or the class started, ``not_offered`` when there is
+    no open offer (e.g. already claimed). The member, their owner (dependants) or staff may claim.
+    """
+    caller = ctx.member
+    assert caller is not None
+    booking = await ctx.db.get(booking_id)
+    if booking is None or (caller["role"] not in STAFF_ROLES and not await _answers_for(ctx, booking["memberId"])):
+        raise NotFound("$.args.bookingId: not found")
+    return await offers.claim(ctx, booking)
+
+
+@internal_mutation(cross_tenant=True)
+async def expire_offer(ctx: MutationCtx, booking_id: BookingId) -> bool:
+    """Scheduled when an offer is made: at its expiry (or the class start) the seat passes to the next
+    person waiting. Does nothing to an offer already claimed or declined."""
+    booking = await ctx.db.get(booking_id)
+    if booking is None:
+        return False
+    return await offers.expire(ctx, booking)
+
+
 @mutation(tenant="booking_id", roles=ATTENDANCE_ROLES)
 async def check_in(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any]:
     """Mark the member present; also reverses a no-show mark within the edit window (P6)."""
@@ -124,7 +174,8 @@ async def check_in(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any]:
 
 @mutation(tenant="booking_id", roles=ATTENDANCE_ROLES)
 async def mark_no_show(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any]:
-    """Mark a booking as a no-show once the class has started; the penalty follows its policy (P3)."""
+    """Mark a booking as a no-show once start + the grace of its policy has passed (P1); the penalty follows
+    its policy (P3)."""
     booking = await ctx.db.get(booking_id)
     if booking is None:
         raise NotFound("$.args.bookingId: not found")
@@ -178,12 +229,13 @@ class Roster(msgspec.Struct, rename="camel", kw_only=True):
 
 @query(tenant="instance_id", roles=ATTENDANCE_ROLES)
 async def for_instance(ctx: QueryCtx, instance_id: InstanceId) -> Roster:
-    """The class roster: seated members, then the waitlist in order with positions (W1)."""
+    """The class roster: seated members (and seats held by an offer, W5), then the waitlist in order with
+    positions (W1)."""
     instance = await ctx.db.get(instance_id)
     if instance is None:
         raise NotFound("$.args.instanceId: not found")
     seated: list[dict[str, Any]] = []
-    for status in ("confirmed", "checked_in", "no_show"):
+    for status in ("confirmed", "offered", "checked_in", "no_show"):
         seated += await collect(ctx.db.query("bookings").with_index(
             "by_instance_status", _instance_status(instance["_id"], status)
         ))
@@ -212,14 +264,21 @@ async def mine(
     from_: Instant | None = None,
     to: Instant | None = None,
     include_ended: bool = False,
+    member_id: MemberId | None = None,
 ) -> list[BookingView]:
-    """The caller's bookings and waitlist entries by class start, waiting ones with their position.
+    """The caller's bookings and waitlist entries by class start, waiting ones with their position (guests'
+    seats included, with ``guestName``).
 
     ``from``/``to`` bound the class start (``[from, to)``); cancelled and withdrawn rows are left out
-    unless ``includeEnded``.
+    unless ``includeEnded``. ``memberId`` reads one of the caller's dependants instead (G1).
     """
     member = ctx.member
     assert member is not None
+    if member_id is not None and member_id != member["_id"]:
+        dependant = await ctx.db.get(member_id)
+        if dependant is None or dependant.get("ownerId") != member["_id"]:
+            raise NotFound("$.args.memberId: not found")
+        member = dependant
     low = None if from_ is None else from_.to_datetime()
     high = None if to is None else to.to_datetime()
 

@@ -68,6 +68,7 @@ async def update_settings(
     strike_window_days: int | None = None,
     suspension_days: int | None = None,
     promotion_grace_minutes: int | None = None,
+    offer_minutes: int | None = None,
     check_in_opens_minutes_before: int | None = None,
     attendance_edit_hours: int | None = None,
     expired_credit_grace_days: int | None = None,
@@ -75,7 +76,7 @@ async def update_settings(
     """Change some policies (each given field changes one); returns the effective settings.
 
     Bounds and defaults are in ``functions/_shared/settings.py``. ``strikeLimit`` 0 switches strikes off,
-    ``waitlistLimit`` 0 means no waitlist. Bookings already made keep the cancellation policy they were
+    ``waitlistLimit`` 0 means no waitlist, ``offerMinutes`` 0 turns waitlist offers into open booking (W5). Bookings already made keep the cancellation policy they were
     made under (P2). A longer horizon is materialised at once, so classes inside the new booking window exist
     immediately. The gap policy applies to instances generated from now on.
     """

@@ -79,9 +79,11 @@ async def _subject(ctx: QueryCtx | MutationCtx, member_id: str | None) -> dict[s
     assert caller is not None
     if member_id is None or member_id == caller["_id"]:
         return caller
-    if caller["role"] not in STAFF_ROLES:
-        raise Forbidden("customers may only see their own credits")
     member = await ctx.db.get(member_id)
+    if member is not None and member.get("ownerId") == caller["_id"]:
+        return member  # a dependant's credits (G1)
+    if caller["role"] not in STAFF_ROLES:
+        raise Forbidden("customers may only see their own credits and their dependants'")
     if member is None:
         raise NotFound("$.args.memberId: not found")
     return member

@@ -7,3 +7,4 @@ from backend import Crons
 crons = Crons()
 crons.cron("nightly-horizon", "0 3 * * *", "classes:extend_horizons", {}, timezone="Europe/London")
 crons.interval("mark-no-shows", "bookings:mark_no_shows_due", {}, seconds=300)
+crons.interval("deliver-webhooks", "webhooks:deliver", {}, seconds=10)

@@ -39,6 +39,8 @@ _DOMAIN: dict[tuple[str, str], Any] = {
     ("bookings", "source"): "self",
     ("credit_ledger", "kind"): "grant",
     ("outbox", "status"): "pending",
+    ("membership_plans", "kind"): "unlimited",
+    ("membership_plans", "period"): "week",
 }
 _BY_KEY: dict[str, Any] = {
     "timezone": "UTC",

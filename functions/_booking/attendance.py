@@ -16,6 +16,7 @@ from functions._rules.policy import is_no_show
 from functions._shared.settings import BookingPolicy, Settings, load_settings
 
 from .model import plain
+from .offers import expire
 from .outbox import notify
 from .penalties import penalty_for, record_strike
 from .seating import bump
@@ -62,11 +63,15 @@ async def mark_no_show(ctx: Any, booking: dict[str, Any], *, by_job: bool = Fals
         return {"status": "no_show", "penalty": booking.get("penalty")}
     if booking["status"] not in ("confirmed", "checked_in"):
         raise _refuse("not_markable", f"a booking that is {booking['status']} cannot be a no-show", booking)
-    if now < booking["startsAt"]:
-        raise _refuse("class_not_started", "the class has not started yet", booking, startsAt=booking["startsAt"])
+    policy = BookingPolicy.from_json(booking.get("policy"), settings.policy())
+    # Nobody is a no-show before start + grace (P1): a member arriving a few minutes late is not absent.
+    possible_at = booking["startsAt"] + dt.timedelta(minutes=policy.no_show_grace_minutes)
+    if now < possible_at:
+        raise _refuse("no_show_too_early", "a no-show can be recorded only once the grace period after the "
+                      "start has passed", booking, startsAt=booking["startsAt"], possibleAt=possible_at,
+                      graceMinutes=policy.no_show_grace_minutes)
     if not by_job and now >= _edit_deadline(booking, settings):
         raise _refuse("attendance_locked", "attendance can no longer be changed", booking)
-    policy = BookingPolicy.from_json(booking.get("policy"), settings.policy())
     penalty = penalty_for(booking, "no_show", policy)
     await ctx.db.patch(booking["_id"], {"status": "no_show", "checkedInAt": None, "penalty": penalty})
     await notify(ctx, booking["businessId"], "no_show_recorded", booking["memberId"], bookingId=booking["_id"],
@@ -97,7 +102,8 @@ async def mark_due(ctx: Any, business_id: str, limit: int) -> list[str]:
 
 
 async def lapse_waitlist(ctx: Any, business_id: str, limit: int) -> list[str]:
-    """Waitlist entries of classes that have started end as ``withdrawn``/``lapsed_at_start`` (W9, W10)."""
+    """Waitlist entries and offers of classes that have started end as ``withdrawn``/``lapsed_at_start``
+    (W5, W9, W10)."""
     now: dt.datetime = ctx.now
     rows = await ctx.db.query("bookings").with_index(
         "by_status_start", lambda q: q.eq("businessId", business_id).eq("status", "waitlisted").lte("startsAt", now)
@@ -113,4 +119,10 @@ async def lapse_waitlist(ctx: Any, business_id: str, limit: int) -> list[str]:
         await notify(ctx, business_id, "waitlist_lapsed", row["memberId"], bookingId=row["_id"],
                      instanceId=row["instanceId"])
         lapsed.append(row["_id"])
+    offered = await ctx.db.query("bookings").with_index(
+        "by_status_start", lambda q: q.eq("businessId", business_id).eq("status", "offered").lte("startsAt", now)
+    ).take(limit)
+    for row in offered:  # an offer's hold ends at the start (W5); its own expiry job normally got there first
+        if await expire(ctx, row):
+            lapsed.append(row["_id"])
     return lapsed

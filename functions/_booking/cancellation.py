@@ -15,6 +15,7 @@ from functions._rules.policy import classify_cancellation
 from functions._shared.settings import BookingPolicy, load_settings
 
 from .model import ACTIVE, SEATED, collect
+from .offers import release_offer
 from .outbox import notify
 from .penalties import in_force, penalty_for, record_strike, spare_refills, waived
 from .refunds import refund_booking
@@ -30,13 +31,17 @@ async def cancel_booking(
     """Cancel one booking or waitlist entry; returns ``{status, late, penalty, refund, promoted}``."""
     status = booking["status"]
     business_id = booking["businessId"]
-    if status not in ("confirmed", "waitlisted"):
+    if status not in ("confirmed", "waitlisted", "offered"):
         raise AppError({"code": "not_cancellable", "status": status, "bookingId": booking["_id"]},
                        f"a booking that is {status} cannot be cancelled")
     instance = await ctx.db.get(booking["instanceId"])
     if instance is None:
         raise AppError({"code": "not_found", "instanceId": booking["instanceId"]}, "the class no longer exists")
     base = {"activeKey": None, "cancelledAt": ctx.now, "reason": reason}
+    if status == "offered":  # declining an offer: the held seat goes to the next person (W5)
+        await release_offer(ctx, booking, "cancelled", reason or "offer_declined", "offer_declined")
+        return {"status": "cancelled", "late": False, "penalty": None, "refund": None, "promoted": [],
+                "penaltyWaived": None}
     if status == "waitlisted":
         await ctx.db.patch(booking["_id"], {**base, "status": "cancelled", "late": False})
         await bump(ctx, instance, waitlisted=-1)

@@ -18,7 +18,7 @@ from .waitlist import promote
 __all__ = ["FOLLOWING", "class_moved", "seats_added"]
 
 #: Bookings that follow their class when it moves: seated ones and waiting ones.
-FOLLOWING = ("confirmed", "checked_in", "waitlisted")
+FOLLOWING = ("confirmed", "checked_in", "waitlisted", "offered")
 
 
 async def class_moved(

@@ -15,6 +15,7 @@ from functions._shared.settings import Settings
 from functions.pricing._quote import quote_for
 
 from .ledger import Entitlement, Lot, check_credits
+from .membership import Period, find_cover
 from .model import SEATED, collect
 
 __all__ = ["Decision", "check_window", "evaluate", "overlapping"]
@@ -22,7 +23,7 @@ __all__ = ["Decision", "check_window", "evaluate", "overlapping"]
 #: The longest class the overlap search looks back for; a longer one would be missed by the range read.
 MAX_CLASS = dt.timedelta(hours=24)
 
-PayWith = Literal["credits", "dropin"]
+PayWith = Literal["membership", "credits", "dropin"]
 
 
 @dataclass(slots=True)
@@ -32,6 +33,8 @@ class Decision:
     pay_with: PayWith | None = None
     plan: list[tuple[Lot, int]] | None = None
     quote: dict[str, Any] | None = None
+    membership: dict[str, Any] | None = None
+    period: Period | None = None
 
     @property
     def ok(self) -> bool:
@@ -61,7 +64,8 @@ async def overlapping(
         "by_member_start",
         lambda q: q.eq("businessId", business_id).eq("memberId", member_id).gt("startsAt", starts_at - MAX_CLASS).lt("startsAt", ends_at),
     ))
-    return [r for r in rows if r["status"] in statuses and r["endsAt"] > starts_at]
+    # A guest's seat is booked under the booker's id but is not the booker's own time (G2).
+    return [r for r in rows if r["status"] in statuses and r["endsAt"] > starts_at and not r.get("guestName")]
 
 
 async def evaluate(
@@ -74,8 +78,11 @@ async def evaluate(
     *,
     enforce_window: bool,
     stored_quote: dict[str, Any] | None = None,
+    allow_membership: bool = True,
 ) -> Decision:
-    """Every reason this member cannot be seated now, or the payment plan when they can."""
+    """Every reason this member cannot be seated now, or the payment plan when they can.
+
+    ``allow_membership`` False (a guest's seat, G2) leaves memberships out of the payment."""
     decision = Decision()
     now: dt.datetime = ctx.now
     if enforce_window:
@@ -96,31 +103,50 @@ async def evaluate(
         if clashes:
             decision.reasons.append("overlaps_existing_booking")
             decision.details["overlapsBookingIds"] = [r["_id"] for r in clashes]
-    await _payment(ctx, decision, instance, member, business, settings, pay_with, stored_quote)
+    await _payment(ctx, decision, instance, member, business, settings, pay_with, stored_quote, allow_membership)
     return decision
 
 
 async def _payment(
     ctx: Any, decision: Decision, instance: dict[str, Any], member: dict[str, Any], business: dict[str, Any],
-    settings: Settings, pay_with: PayWith | None, stored_quote: dict[str, Any] | None,
+    settings: Settings, pay_with: PayWith | None, stored_quote: dict[str, Any] | None, allow_membership: bool,
 ) -> None:
-    """Credits when asked for or (by default) when they cover the class; a drop-in only when asked for.
+    """How the class is paid: what ``pay_with`` asks for; without it a membership that covers the class, then
+    credits (F13); a drop-in only when asked for, since it takes money.
 
     A waiting entry keeps the quote it was given when it joined: a later price change never reprices it (PR1).
     """
     price = stored_quote if stored_quote else (await quote_for(ctx, instance, business, settings)).to_json()
     decision.quote = price
+    dropin_offered = price.get("dropin", True) is not False
     if pay_with == "dropin":
+        if not dropin_offered:  # a credit-only class (PR6)
+            decision.reasons.append("dropin_not_offered")
+            return
         decision.pay_with = "dropin"
         return
+    cover = None
+    if allow_membership and pay_with in (None, "membership"):
+        cover = await find_cover(ctx.db, business, member["_id"], instance)
+        if cover.membership is not None:
+            decision.pay_with, decision.membership, decision.period = "membership", cover.membership, cover.period
+            return
+        if pay_with == "membership" or cover.reason == "membership_limit_reached":
+            assert cover.reason is not None
+            decision.reasons.append(cover.reason)
+            decision.details.update(cover.details or {})
+        if pay_with == "membership":
+            return
     credits: Entitlement = await check_credits(
         ctx.db, member["businessId"], member["_id"], ctx.now, instance["startsAt"], int(price.get("creditCost") or 1)
     )
     if credits.plan is not None:
+        # Credits pay when no membership can; a full membership is then no reason to refuse.
+        decision.reasons = [r for r in decision.reasons if r != "membership_limit_reached"]
         decision.pay_with, decision.plan = "credits", credits.plan
         return
     assert credits.reason is not None
     decision.reasons.append(credits.reason)
     decision.details.update({k: v for k, v in credits.details().items() if v is not None})
-    if pay_with is None:
+    if pay_with is None and dropin_offered:
         decision.details["dropinPriceCents"] = price["amountCents"]

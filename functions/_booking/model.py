@@ -32,8 +32,11 @@ __all__ = [
 STAFF_ROLES = ("owner", "admin")
 ATTENDANCE_ROLES = ("owner", "admin", "instructor")
 
-Status = Literal["confirmed", "waitlisted", "cancelled", "cancelled_by_studio", "checked_in", "no_show", "withdrawn"]
-ACTIVE: frozenset[str] = frozenset({"confirmed", "waitlisted", "checked_in", "no_show"})
+Status = Literal[
+    "confirmed", "waitlisted", "offered", "cancelled", "cancelled_by_studio", "checked_in", "no_show", "withdrawn",
+]
+#: ``offered``: a waiting entry holding a freed seat until it claims it or the offer expires (W5).
+ACTIVE: frozenset[str] = frozenset({"confirmed", "waitlisted", "offered", "checked_in", "no_show"})
 SEATED: frozenset[str] = frozenset({"confirmed", "checked_in", "no_show"})
 
 
@@ -96,6 +99,9 @@ class BookingView(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=Tr
     skip_reason: str | None = None
     class_name: str | None = None
     member_name: str | None = None
+    guest_name: str | None = None
+    membership_id: str | None = None
+    offer_expires_at: dt.datetime | None = None
 
 
 def booking_view(
@@ -122,4 +128,7 @@ def booking_view(
         skip_reason=row.get("skipReason"),
         class_name=class_name,
         member_name=member_name,
+        guest_name=row.get("guestName"),
+        membership_id=row.get("membershipId"),
+        offer_expires_at=row.get("offerExpiresAt"),
     )

@@ -15,12 +15,17 @@ __all__ = ["notify"]
 
 async def notify(ctx: Any, business_id: str, kind: str, recipient_id: str | None, **payload: Any) -> str:
     """Queue one notification; ``payload`` keys are camelCase and instants become ISO strings."""
+    # Rows of one transaction share their creation time; the ordinal keeps them in the order they were
+    # written, so webhooks deliver them in that order (H2).
+    ordinal = getattr(ctx, "_outbox_ordinal", 0)
+    ctx._outbox_ordinal = ordinal + 1
     doc = {
         "businessId": business_id,
         "kind": kind,
         "recipientId": recipient_id,
         "payload": plain(payload),
         "status": "pending",
+        "ordinal": ordinal,
     }
     outbox_id: str = await ctx.db.insert("outbox", doc)
     return outbox_id

@@ -29,6 +29,8 @@ def penalty_for(booking: dict[str, Any], kind: PenaltyKind, policy: BookingPolic
     penalty: dict[str, Any] = {"kind": kind}
     if booking.get("payWith") == "credits":
         penalty.update(forfeit="credits", credits=booking["creditsSpent"])
+    elif booking.get("payWith") == "membership":
+        penalty.update(forfeit="membership_use", membershipId=booking.get("membershipId"))
     else:
         penalty.update(forfeit="payment", amountCents=booking["amountCents"])
     fee = policy.late_cancel_fee_cents

@@ -11,9 +11,10 @@ from typing import Any
 
 from . import ledger
 from .eligibility import Decision, overlapping
+from .membership import take_use
 from .outbox import notify
 
-__all__ = ["bump", "pay", "payment_fields", "withdraw_clashing_entries"]
+__all__ = ["bump", "pay", "payment_fields", "skip_entry", "withdraw_clashing_entries"]
 
 
 async def bump(ctx: Any, instance: dict[str, Any], *, booked: int = 0, waitlisted: int = 0) -> None:
@@ -35,24 +36,37 @@ async def bump(ctx: Any, instance: dict[str, Any], *, booked: int = 0, waitliste
 
 def payment_fields(decision: Decision) -> dict[str, Any]:
     """The booking fields a payment decision settles, known before the booking row exists."""
+    if decision.pay_with == "membership":
+        assert decision.membership is not None
+        return {"payWith": "membership", "membershipId": decision.membership["_id"], "creditsSpent": 0,
+                "amountCents": 0, "quote": decision.quote}
     if decision.pay_with == "credits":
         assert decision.plan is not None
-        return {"payWith": "credits", "creditsSpent": sum(n for _, n in decision.plan), "amountCents": 0,
-                "quote": decision.quote}
+        return {"payWith": "credits", "membershipId": None, "creditsSpent": sum(n for _, n in decision.plan),
+                "amountCents": 0, "quote": decision.quote}
     assert decision.pay_with == "dropin" and decision.quote is not None
-    return {"payWith": "dropin", "creditsSpent": 0, "amountCents": decision.quote["amountCents"],
-            "quote": decision.quote}
+    return {"payWith": "dropin", "membershipId": None, "creditsSpent": 0,
+            "amountCents": decision.quote["amountCents"], "quote": decision.quote}
 
 
 async def pay(ctx: Any, business_id: str, booking_id: str, member_id: str, decision: Decision, reason: str) -> None:
-    """Spend the planned credits for a booking (a drop-in is settled outside: its quote is on the booking)."""
+    """Spend the planned credits or count the membership use for a booking (a drop-in is settled outside:
+    its quote is on the booking)."""
     if decision.pay_with == "credits":
         assert decision.plan is not None
         await ledger.consume(ctx, business_id, member_id, booking_id, decision.plan, reason)
+    elif decision.pay_with == "membership":
+        assert decision.membership is not None and decision.period is not None
+        key = await take_use(ctx, business_id, decision.membership["_id"], decision.period)
+        await ctx.db.patch(booking_id, {"usageKey": key})
 
 
 async def withdraw_clashing_entries(ctx: Any, business_id: str, seated: dict[str, Any]) -> list[str]:
-    """The member's other waitlist entries that overlap the class they now sit in are withdrawn (W7)."""
+    """The member's other waitlist entries that overlap the class they now sit in are withdrawn (W7).
+
+    A guest's seat withdraws nothing: the booker is not the one sitting in it (G2)."""
+    if seated.get("guestName"):
+        return []
     entries = await overlapping(ctx.db, business_id, seated["memberId"], seated["startsAt"], seated["endsAt"],
                                 frozenset({"waitlisted"}))
     withdrawn: list[str] = []
@@ -69,3 +83,13 @@ async def withdraw_clashing_entries(ctx: Any, business_id: str, seated: dict[str
                      instanceId=entry["instanceId"], reason="overlapping_booking", seatedBookingId=seated["_id"])
         withdrawn.append(entry["_id"])
     return withdrawn
+
+
+async def skip_entry(ctx: Any, entry: dict[str, Any], reasons: list[str]) -> None:
+    """Record why a waiting entry was passed over for a seat; it keeps its place for the next one (W2)."""
+    reason = reasons[0]
+    if entry.get("skipReason") == reason:
+        return
+    await ctx.db.patch(entry["_id"], {"skipReason": reason})
+    await notify(ctx, entry["businessId"], "promotion_skipped", entry["memberId"], bookingId=entry["_id"],
+                 instanceId=entry["instanceId"], reasons=reasons)

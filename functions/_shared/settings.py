@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "waitlistLimit": 20,
     "autoPromoteCutoffMinutes": None,
     "promotionGraceMinutes": 120,
+    # after the cutoff (W3, W5): minutes an offer holds a freed seat for the head of the waitlist; 0 = open
+    # booking (every waiting member is told, the first to book takes the seat)
+    "offerMinutes": 30,
     # cancellations and attendance (P1-P6, C5)
     "lateCancelMinutes": 720,
     "noShowGraceMinutes": 15,
@@ -74,6 +77,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "waitlistLimit": (0, 1000),
     "autoPromoteCutoffMinutes": (0, 20_160),
     "promotionGraceMinutes": (0, 1440),
+    "offerMinutes": (0, 1440),
     "lateCancelMinutes": (0, 10_080),
     "noShowGraceMinutes": (0, 1440),
     "lateCancelFeeCents": (0, 100_000_000),
@@ -121,6 +125,30 @@ def effective(stored: dict[str, Any] | None) -> dict[str, Any]:
     return values
 
 
+#: A day offset is counted on the local calendar, so across a daylight-saving change "1 day before" can be
+#: this many minutes shorter than 1440 (B1); the window must still be open for at least a minute then.
+DST_SHIFT_MINUTES = 60
+
+
+def latest_close(opens_days_before: int) -> int:
+    """The largest ``bookingClosesMinutesBefore`` that still leaves every class a non-empty window (B8)."""
+    shortest = opens_days_before * 1440 - DST_SHIFT_MINUTES if opens_days_before > 0 else 0
+    return shortest - 1
+
+
+def _check_window_opens(values: dict[str, Any], changes: dict[str, Any]) -> None:
+    """Refuse a booking window that closes before it opens: every booking would be refused (B8)."""
+    opens, closes = values["bookingOpensDaysBefore"], values["bookingClosesMinutesBefore"]
+    limit = latest_close(opens)
+    if closes <= limit:
+        return
+    message = (f"the booking window closes before it opens: it opens {opens} day(s) before a class, so it must "
+               f"close less than that before it (bookingClosesMinutesBefore at most {limit})")
+    if changes.get("bookingClosesMinutesBefore") is None and changes.get("bookingOpensDaysBefore") is not None:
+        raise invalid("bookingOpensDaysBefore", message, min=-(-(closes + 1 + DST_SHIFT_MINUTES) // 1440))
+    raise invalid("bookingClosesMinutesBefore", message, max=limit)
+
+
 def merge(stored: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, Any]:
     """The stored settings with ``changes`` applied (None values mean "leave as is"), validated as a whole.
 
@@ -138,6 +166,7 @@ def merge(stored: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, A
             raise invalid(key, problem[0], **problem[1])
         updated[key] = value
     values = effective(updated)
+    _check_window_opens(values, changes)
     needed = values["bookingOpensDaysBefore"] + HORIZON_MARGIN_DAYS
     if values["horizonDays"] < needed:
         raise invalid(
@@ -206,6 +235,7 @@ class Settings:
     waitlist_limit: int
     auto_promote_cutoff_minutes: int | None
     promotion_grace_minutes: int
+    offer_minutes: int
     late_cancel_minutes: int
     no_show_grace_minutes: int
     late_cancel_fee_cents: int

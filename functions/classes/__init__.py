@@ -22,7 +22,7 @@ from schema import BusinessId, ClosureId, InstanceId, MemberId, TemplateId, Venu
 from . import _model as m
 from ._closures import check_dates, close, reopen
 from ._edit import EditOutcome, apply_edit, check_rrule, end_series
-from ._generate import extend_business, generate, local_today
+from ._generate import extend_business, generate, local_today, require_a_class
 from ._instances import InstanceView, edit_instance, restore, view
 
 Doc = dict[str, Any]
@@ -80,24 +80,27 @@ async def create_template(
     credit_cost: int | None = None,
 ) -> TemplateId:
     """Create a recurring class at a venue (RRULE expanded in the venue's wall time) and materialise its
-    instances from the start date (or today) up to the business's horizon."""
+    instances from the start date (or today) up to the business's horizon.
+
+    A ``creditCost`` without ``priceCents`` makes a credit-only class: no drop-in is offered (PR6). A rule
+    that yields no class at all is refused (T14)."""
     venue = await m.load_venue(ctx.db, venue_id)
     if not name.strip():
         raise invalid("name", "must not be empty")
     m.check_numbers({"durationMinutes": duration_minutes, "capacity": capacity, "priceCents": price_cents,
                      "creditCost": credit_cost}, venue)
-    if price_cents is None and credit_cost is not None:
-        raise invalid("creditCost", "a template's credit cost belongs to its price: set priceCents too")
     await m.check_instructor(ctx.db, instructor_id)
     template: Doc = {
         "venueId": venue_id, "name": name.strip(), "startDate": str(start_date), "startTime": str(start_time),
         "durationMinutes": duration_minutes, "rrule": check_rrule(rrule, venue["timezone"], parse_local_date(start_date)),
         "timezone": venue["timezone"], "capacity": capacity, "instructorId": instructor_id, "priceCents": price_cents,
-        "creditCost": credit_cost or 1, "status": "active", "endsAfter": None, "generatedUntil": None,
-        "parentTemplateId": None,
+        "creditCost": credit_cost or 1, "creditOnly": price_cents is None and credit_cost is not None,
+        "status": "active", "endsAfter": None, "generatedUntil": None, "parentTemplateId": None,
     }
+    settings = Settings.of(await _business(ctx))
+    require_a_class(template, settings.gap_policy)
     template_id = await ctx.db.insert("class_templates", template)
-    await generate(ctx.db, await _get(ctx, template_id, "templateId"), Settings.of(await _business(ctx)), ctx.now)
+    await generate(ctx.db, await _get(ctx, template_id, "templateId"), settings, ctx.now)
     return TemplateId(template_id)
 
 
@@ -299,8 +302,9 @@ async def add_closure(
 
 @mutation(tenant="closure_id", roles=STAFF)
 async def remove_closure(ctx: MutationCtx, closure_id: ClosureId) -> int:
-    """Lift a closure. Cancelled classes stay cancelled (restore them one by one); dates that never had a
-    class are generated again. Returns how many classes were created."""
+    """Lift a closure. The classes it alone cancelled come back when they have not started and nobody was
+    booked into them (refunded classes come back only through ``restore_instance``, T6); dates that never
+    had a class are generated. Returns how many classes came back, restored and generated."""
     closure = await _get(ctx, closure_id, "closureId")
     return await reopen(ctx.db, await _business(ctx), closure, ctx.now)
 

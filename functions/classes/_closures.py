@@ -1,8 +1,9 @@
 """Closures: holiday and maintenance days keyed by venue-local date, never by instant (T6).
 
-Adding a closure cancels what is scheduled on those local dates in one step; lifting it never brings a
-cancelled class back (that is ``classes:restore_instance``), it only lets generation fill dates that never
-had an instance.
+Adding a closure cancels what is scheduled on those local dates in one step and records the closure on each
+class it cancelled. Lifting it brings back the classes it alone cancelled that nobody was booked into, and
+lets generation fill dates that never had an instance; a class whose members were refunded comes back only
+through ``classes:restore_instance``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from functions._shared.errors import invalid
 from functions._shared.settings import Settings
 
 from . import _model as m
-from ._generate import generate
+from ._generate import closed_dates, generate
 
 __all__ = ["MAX_DAYS", "close", "reopen"]
 
@@ -57,13 +58,50 @@ async def close(ctx: Any, venue_id: str | None, from_date: date, to_date: date, 
     cancelled = 0
     for instance in await instances_on(ctx.db, venue_id, from_date, to_date):
         if instance["startsAt"] > ctx.now and await m.cancel(ctx, instance, f"closed: {reason.strip()}"):
+            await ctx.db.patch(instance["_id"], {"closureId": closure_id})
             cancelled += 1
     return closure_id, cancelled
 
 
+async def _had_bookings(db: Any, instance: Doc) -> bool:
+    """Whether the cancellation ended somebody's booking or waitlist place (those members were refunded)."""
+    found = await db.query("bookings").with_index(
+        "by_instance_status",
+        lambda q: q.eq("businessId", instance["businessId"]).eq("instanceId", instance["_id"]).eq("status", "cancelled_by_studio"),
+    ).first()
+    return found is not None
+
+
+async def _restore_cancelled(db: Any, closure: Doc, now: datetime) -> int:
+    """Bring back the classes this closure cancelled, when nothing else keeps them cancelled (T6).
+
+    Left cancelled: classes that have started, classes cancelled for another reason or by a closure still in force,
+    classes no longer on the closure's dates (moved), dates another closure still covers, and classes
+    whose members were refunded (bringing those back is the explicit ``classes:restore_instance``).
+    """
+    first, last = date.fromisoformat(closure["fromDate"]), date.fromisoformat(closure["toDate"])
+    restored = 0
+    for instance in await instances_on(db, closure["venueId"], first, last):
+        cause = instance.get("closureId")
+        if instance["status"] != "cancelled" or cause is None:
+            continue
+        if cause != closure["_id"] and await db.get(cause) is not None:
+            continue  # cancelled by a closure still in force
+        # (cancelled by a closure lifted earlier while this one still covered the date: this one was the last)
+        if instance["startsAt"] <= now or await _had_bookings(db, instance):
+            continue
+        day = date.fromisoformat(instance["localDate"])
+        if await closed_dates(db, instance["businessId"], instance["venueId"], day, day):
+            continue
+        await db.patch(instance["_id"], {"status": "scheduled", "cancelReason": None, "closureId": None})
+        restored += 1
+    return restored
+
+
 async def reopen(db: Any, business: Doc, closure: Doc, now: datetime) -> int:
-    """Lift a closure; returns how many never-generated instances were created on the reopened dates."""
+    """Lift a closure; returns how many classes came back: restored ones plus never-generated ones."""
     await db.delete(closure["_id"])
+    restored = await _restore_cancelled(db, closure, now)
     settings = Settings.of(business)
     if closure["venueId"] is None:
         templates = await db.query("class_templates").with_index("by_status", lambda q: q.eq("status", "active")).collect()
@@ -78,4 +116,4 @@ async def reopen(db: Any, business: Doc, closure: Doc, now: datetime) -> int:
     created = 0
     for template in templates:
         created += await generate(db, template, settings, now, start=start, incremental=False)
-    return created
+    return restored + created

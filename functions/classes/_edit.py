@@ -31,6 +31,7 @@ from ._generate import (
     horizon_end,
     local_today,
     mark_generated,
+    require_a_class,
     template_slots,
 )
 
@@ -39,6 +40,7 @@ __all__ = ["EDITABLE", "EditOutcome", "apply_edit", "check_rrule", "end_series"]
 Doc = dict[str, Any]
 EDITABLE = (
     "name", "venueId", "startTime", "durationMinutes", "rrule", "capacity", "instructorId", "priceCents", "creditCost",
+    "creditOnly",
 )
 _TIME_FIELDS = ("startsAt", "endsAt", "venueId")
 
@@ -72,8 +74,12 @@ async def _merge(db: Any, template: Doc, changes: Doc) -> Doc:
     if "instructorId" in changes:
         await m.check_instructor(db, changes["instructorId"])
     m.check_numbers({k: merged.get(k) for k in m.LIMITS}, venue)
-    if merged.get("priceCents") is None and "creditCost" in changes:
-        raise invalid("creditCost", "a template's credit cost belongs to its price: set priceCents too")
+    # A credit cost without a price sells the class for credits only (PR6); a price brings the drop-in back.
+    if "priceCents" in changes:
+        merged["creditOnly"] = False
+    elif "creditCost" in changes and merged.get("priceCents") is None:
+        merged["creditOnly"] = True
+    merged["creditOnly"] = bool(merged.get("creditOnly"))
     if not str(merged["name"]).strip():
         raise invalid("name", "must not be empty")
     return merged
@@ -114,6 +120,8 @@ async def apply_edit(
         target = {k: merged[k] for k in (*EDITABLE, "timezone", "endsAfter")}
         target.update(startDate=new_start.isoformat(), rrule=rrule, status="active", generatedUntil=None,
                       parentTemplateId=template["_id"], businessId=template["businessId"])
+        if "rrule" in changes:
+            require_a_class(target, settings.gap_policy)  # T14
         target["_id"] = await db.insert("class_templates", {k: v for k, v in target.items() if k != "_id"})
         last_old = (first_day - timedelta(days=1)).isoformat()
         await db.patch(template["_id"], {"endsAfter": last_old})
@@ -121,6 +129,7 @@ async def apply_edit(
     else:
         if "rrule" in changes:
             merged["rrule"] = check_rrule(changes["rrule"], merged["timezone"], start)
+            require_a_class(merged, settings.gap_policy)  # T14
         updates = {k: merged[k] for k in (*EDITABLE, "timezone") if merged[k] != template.get(k)}
         if updates:
             await db.patch(template["_id"], updates)

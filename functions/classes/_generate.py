@@ -21,8 +21,10 @@ from functions._rules.recurrence import (
     expand_occurrences,
     parse_local_date,
     parse_local_time,
+    parse_rrule,
     resolve_zone,
 )
+from functions._shared.errors import invalid
 from functions._shared.settings import GapPolicy, Settings
 
 from ._model import Doc, key_range, new_instance, slot_date
@@ -36,6 +38,7 @@ __all__ = [
     "horizon_end",
     "local_today",
     "mark_generated",
+    "require_a_class",
     "template_slots",
 ]
 
@@ -78,6 +81,21 @@ def first_occurrence_from(template: Doc, start: date, gap_policy: GapPolicy) -> 
         if found:
             return found[0]
     return None
+
+
+def require_a_class(template: Doc, gap_policy: GapPolicy) -> None:
+    """Refuse a series that can never hold a single class (T14): an UNTIL before the start date, or a
+    COUNT used up by dates the gap policy skips. Such a template would be accepted and stay empty."""
+    start = parse_local_date(template["startDate"])
+    if first_occurrence_from(template, start, gap_policy) is not None:
+        return
+    until = parse_rrule(template["rrule"]).until
+    until_day = until.date() if isinstance(until, datetime) else until
+    if until_day is not None and until_day < start:
+        raise invalid("rrule", f"UNTIL ({until_day.isoformat()}) is before startDate ({start.isoformat()}): "
+                      "the series would have no class", startDate=start.isoformat())
+    raise invalid("rrule", "the series would produce no class at all (its dates fall in a daylight-saving "
+                  f"gap that the {gap_policy!r} gap policy skips, or the rule never matches)", gapPolicy=gap_policy)
 
 
 async def closed_dates(db: Any, business_id: str, venue_id: str, start: date, end: date) -> set[date]:

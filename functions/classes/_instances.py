@@ -48,6 +48,7 @@ class InstanceView(msgspec.Struct, rename="camel"):
     price_source: str = "default"
     credit_source: str = "default"
     instructor_id: str | None = None
+    dropin: bool = True
 
 
 def view(instance: Doc, currency: str, settings: Settings, rules: list[Doc], warn: Warn | None = None) -> InstanceView:
@@ -73,6 +74,7 @@ def view(instance: Doc, currency: str, settings: Settings, rules: list[Doc], war
         price_source=price.source,
         credit_source=price.credit_source,
         instructor_id=instance.get("instructorId"),
+        dropin=price.dropin,
     )
 
 
@@ -144,10 +146,10 @@ async def edit_instance(ctx: Any, instance: Doc, changes: Doc, overbook_reason: 
 
 
 async def restore(db: Any, instance: Doc, now: datetime) -> None:
-    """Bring back a cancelled instance: the explicit action T6 asks for (never done by lifting a closure)."""
+    """Bring back a cancelled instance: the explicit action T6 asks for a class whose members were refunded."""
     if instance["status"] != "cancelled":
         return
     if instance["startsAt"] <= now:
         raise conflict("instance_started", "the class has already started", instanceId=instance["_id"])
     await _require_open(db, instance, instance["localDate"])
-    await db.patch(instance["_id"], {"status": "scheduled", "cancelReason": None})
+    await db.patch(instance["_id"], {"status": "scheduled", "cancelReason": None, "closureId": None})

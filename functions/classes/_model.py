@@ -133,6 +133,7 @@ def generated_fields(template: Doc, template_id: str, occurrence: Occurrence) ->
         "capacity": template["capacity"],
         "priceCents": template.get("priceCents"),
         "creditCost": template["creditCost"],
+        "creditOnly": bool(template.get("creditOnly")),
         "instructorId": template.get("instructorId"),
         "occurrenceKey": occurrence_key(template_id, occurrence.local_date, occurrence.local_time),
     }

@@ -6,8 +6,9 @@ through the same levels, first one that sets it wins (PR1):
 1. ``instance``: the class's own override (``classes:update_instance`` with ``priceCents``/``creditCost``);
 2. ``time_slot``: the highest-priority pricing rule matching the class's venue-local weekday and start time
    (PR2); a rule always sets an amount and sets a credit cost only when it names one;
-3. ``template``: the series' price; a template's credit cost belongs to its price (a template is refused a
-   ``creditCost`` without ``priceCents``), so an unpriced template sets neither;
+3. ``template``: the series' price and credit cost; an unpriced template sets neither, except a credit-only
+   one (a ``creditCost`` without ``priceCents``, PR6), which sets its credit cost and offers no drop-in
+   (``dropin`` False) unless the class itself is given a price;
 4. ``default``: the business's ``defaultPriceCents`` and ``defaultCreditCost``.
 
 ``source``/``ruleId`` say which level decided the amount, ``creditSource`` which decided the credit cost.
@@ -44,6 +45,7 @@ class Quote(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     source: Source
     rule_id: str | None = None
     credit_source: Source = "default"
+    dropin: bool = True  # False for a credit-only class (PR6): it cannot be bought as a drop-in
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = msgspec.to_builtins(self)
@@ -88,8 +90,9 @@ def _first(levels: list[tuple[Source, str | None, int | None]]) -> tuple[Source,
 def resolve(instance: Doc, currency: str, settings: Settings, rules: Sequence[Doc], warn: Warn | None = None) -> Quote:
     """The amount and credit cost of ``instance`` under ``rules`` (``pricing_rules`` rows) and the defaults."""
     slot = _slot(instance, currency, rules, warn) or {}
+    credit_only = bool(instance.get("creditOnly"))
     template: Doc = {"priceCents": instance["priceCents"], "creditCost": instance.get("creditCost")} \
-        if instance.get("priceCents") is not None else {}
+        if instance.get("priceCents") is not None or credit_only else {}
     amount = _first([
         ("instance", instance["_id"], instance.get("priceOverrideCents")),
         ("time_slot", slot.get("_id"), slot.get("priceCents")),
@@ -103,7 +106,8 @@ def resolve(instance: Doc, currency: str, settings: Settings, rules: Sequence[Do
         ("default", None, settings.default_credit_cost),
     ])
     return Quote(amount_cents=int(amount[2]), currency=currency, credit_cost=max(1, int(credits[2])),
-                 source=amount[0], rule_id=amount[1], credit_source=credits[0])
+                 source=amount[0], rule_id=amount[1], credit_source=credits[0],
+                 dropin=not credit_only or instance.get("priceOverrideCents") is not None)
 
 
 async def quote_for(ctx: Any, instance: Doc, business: Doc, settings: Settings) -> Quote:

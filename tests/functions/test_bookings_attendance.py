@@ -116,7 +116,7 @@ async def test_staff_no_show_mark_needs_the_class_to_have_started(world: World, 
     booking = await booked(world, instance, "ann")
     with pytest.raises(AppError) as early:
         await staff(world, "bookings:mark_no_show", booking)
-    assert early.value.data["code"] == "class_not_started"
+    assert early.value.data["code"] == "no_show_too_early"
     clock.set(CLASS + dt.timedelta(minutes=20))
     assert (await staff(world, "bookings:mark_no_show", booking))["status"] == "no_show"
 

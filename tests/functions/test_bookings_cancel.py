@@ -198,6 +198,7 @@ async def test_capacity_raise_promotes_one_per_seat(world: World, clock: ManualC
 
 
 async def test_no_auto_promotion_after_the_cutoff_waiting_members_may_claim(world: World, clock: ManualClock) -> None:
+    await world.settings(offerMinutes=0)  # open booking rather than offers (W3)
     instance = await world.instance(CLASS, capacity=1)
     ids = await seat(world, instance, "ann", "bob", clock=clock)
     clock.set(CLASS - dt.timedelta(hours=13))  # inside 12 h late window + 2 h grace (W4)
@@ -205,7 +206,7 @@ async def test_no_auto_promotion_after_the_cutoff_waiting_members_may_claim(worl
     assert result["late"] is False and result["promotedBookingIds"] == []
     assert [o["recipient_id"] for o in await world.outbox("seat_available")] == [world.members["bob"]]
     claimed = await world.book("bob", instance)
-    assert claimed == {"bookingId": ids["bob"], "status": "confirmed"}
+    assert claimed == {"bookingId": ids["bob"], "status": "confirmed", "payWith": "credits"}
     assert (await world.instance_row(instance))["booked"] == 1
 
 

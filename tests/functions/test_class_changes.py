@@ -94,8 +94,8 @@ async def test_seats_added_after_the_promotion_cutoff_are_offered_not_given(stud
     studio.clock.set(rows[WEEK2]["starts_at"] - (at("2025-01-01T13:00:00Z") - at("2025-01-01T00:00:00Z")))
     result = await studio.mutation("classes:update_instance", {"instanceId": instance, "capacity": 2})
     assert result == {"promotedBookingIds": []}  # 13 h before: inside the 12 h + 2 h cutoff (W3, W4)
-    assert await statuses(studio, instance) == {"ann": "confirmed", "bob": "waitlisted"}
-    assert [o["recipient_id"] for o in await studio.outbox("seat_available")] == [studio.members["bob"]]
+    assert await statuses(studio, instance) == {"ann": "confirmed", "bob": "offered"}  # held for bob (W5)
+    assert [o["recipient_id"] for o in await studio.outbox("waitlist_offered")] == [studio.members["bob"]]
 
 
 # -- C4: capacity below the seats taken needs an explicit, recorded overbooking -----------------------------

@@ -241,7 +241,7 @@ async def test_list_instances_reads_exactly_the_requested_range(studio: Studio, 
         ({"rrule": "FREQ=WEEKLY;COUNT=2;UNTIL=20250501"}, "rrule"),
         ({"capacity": 31}, "capacity"),
         ({"durationMinutes": 0}, "durationMinutes"),
-        ({"creditCost": 2}, "creditCost"),
+        ({"creditCost": 0}, "creditCost"),
         ({"name": "  "}, "name"),
     ],
 )

@@ -52,28 +52,28 @@ async def test_levels_in_order(studio: Studio) -> None:
     plain = await one_class(studio, "2026-01-05", "18:30")
     assert await quote(studio, plain) == {
         "amountCents": 1500, "currency": "GBP", "creditCost": 1, "source": "default", "ruleId": None,
-        "creditSource": "default"}
+        "creditSource": "default", "dropin": True}
     priced = await one_class(studio, "2026-01-05", "18:30", priceCents=2000, creditCost=2)
     template = (await studio.row("class_instances", priced))["template_id"]
     assert await quote(studio, priced) == {
         "amountCents": 2000, "currency": "GBP", "creditCost": 2, "source": "template", "ruleId": template,
-        "creditSource": "template"}
+        "creditSource": "template", "dropin": True}
     [peak] = await rules(studio, PEAK)  # sets a price only: the credit cost still comes from the template
     assert await quote(studio, priced) == {
         "amountCents": 2500, "currency": "GBP", "creditCost": 2, "source": "time_slot", "ruleId": peak,
-        "creditSource": "template"}
+        "creditSource": "template", "dropin": True}
     [peak] = await rules(studio, {**PEAK, "creditCost": 3})
     assert await quote(studio, priced) == {
         "amountCents": 2500, "currency": "GBP", "creditCost": 3, "source": "time_slot", "ruleId": peak,
-        "creditSource": "time_slot"}
+        "creditSource": "time_slot", "dropin": True}
     await studio.mutation("classes:update_instance", {"instanceId": priced, "priceCents": 999})
     assert await quote(studio, priced) == {
         "amountCents": 999, "currency": "GBP", "creditCost": 3, "source": "instance", "ruleId": priced,
-        "creditSource": "time_slot"}
+        "creditSource": "time_slot", "dropin": True}
     await studio.mutation("classes:update_instance", {"instanceId": priced, "creditCost": 4})
     assert await quote(studio, priced) == {
         "amountCents": 999, "currency": "GBP", "creditCost": 4, "source": "instance", "ruleId": priced,
-        "creditSource": "instance"}
+        "creditSource": "instance", "dropin": True}
 
 
 async def test_default_credit_cost_applies_to_unpriced_classes(studio: Studio) -> None:

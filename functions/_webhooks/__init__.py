@@ -1,0 +1,1 @@
+"""Outbound webhooks: endpoint URLs and their safety checks, signing, the delivery schedule, the sender."""

@@ -41,6 +41,15 @@ class Int64(int):
     def __repr__(self) -> str:
         return f"Int64({int(self)})"
 
+    @classmethod
+    def _validate(cls, value: object) -> Int64:
+        """An argument annotated ``Int64``: an integer (``$integer`` on the wire) within 64 bits."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected a 64-bit integer")
+        if not -(1 << 63) <= value < (1 << 63):
+            raise ValueError("out of the 64-bit integer range")
+        return cls(value)
+
 
 class ValueError_(ValueError):
     """A value that cannot be represented in the Convex value model; ``path`` says where."""

@@ -44,7 +44,8 @@ class GuestSeat(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True
 
 class BookResult(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
     booking_id: str
-    status: str  # confirmed | waitlisted (or, when only a guest was added, the booker's current status)
+    #: confirmed or waitlisted; when only a guest was added, the booker's own (still active) status
+    status: Literal["confirmed", "waitlisted", "offered", "checked_in"]
     position: int | None = None
     reasons: list[str] | None = None
     pay_with: str | None = None  # membership | credits | dropin: how the seat was paid (F13)

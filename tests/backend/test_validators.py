@@ -9,6 +9,7 @@ from backend import Id, Instant, LocalDate, LocalTime, TimeZone, mutation, query
 from backend.ids import new_id, table_number
 from backend.registry import canonical_path
 from backend.validators import ArgsValidator, ValidationFailure
+from backend.values import Int64
 
 
 class Slot(msgspec.Struct, rename="camel"):
@@ -132,3 +133,16 @@ def test_a_validator_that_hits_an_os_or_arithmetic_edge_reports_the_field() -> N
     with pytest.raises(ValidationFailure) as failure:
         ArgsValidator.from_signature(edgy, "t:edgy").validate({"thing": "x"})
     assert failure.value.path == "$.args.thing" and "Edgy" in failure.value.rule
+
+
+def test_int64_arguments_take_64_bit_integers_only() -> None:
+    async def count(ctx: object, n: Int64) -> None:
+        return None
+
+    validator = ArgsValidator.from_signature(count, "t:count")
+    assert validator.validate({"n": Int64(5)}) == {"n": 5}
+    for bad, rule in ((5.5, "64-bit integer"), ("5", "64-bit integer"), (True, "64-bit integer"),
+                      (1 << 63, "range")):
+        with pytest.raises(ValidationFailure) as failure:
+            validator.validate({"n": bad})
+        assert failure.value.path == "$.args.n" and rule in failure.value.rule

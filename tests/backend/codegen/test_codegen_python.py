@@ -36,7 +36,7 @@ async def run(client: AsyncClient, sync: Client, instance: ClassInstancesId) -> 
     booked = await client.mutation(api.bookings.book, {"instanceId": instance, "payWith": "credits"})
     assert_type(booked, BookResult)
     again = await client.mutation(api.bookings.book, {"instanceId": instance}, optimistic_update=lambda store, args: None)
-    assert_type(again["status"], Literal["confirmed", "waitlisted"])
+    assert_type(again["status"], Literal["confirmed", "waitlisted", "offered", "checked_in"])
     week = await client.query(api.classes.list_instances, {"businessId": await client.mutation(
         api.businesses.create, {"name": "Barre", "timezone": "UTC"}), "from": "2025-01-06T00:00:00Z", "to": "2025-01-13T00:00:00Z"})
     assert_type(week, list[InstanceView])
@@ -77,7 +77,7 @@ BAD = {
 EXPECTED = {
     "instanceId": 'TypedDict item "instanceId" has type "ClassInstancesId"',
     "missing": 'Missing key "instanceId" for TypedDict "BookingsBookArgs"',
-    "payWith": 'TypedDict item "payWith" has type "Literal[\'credits\', \'dropin\'] | None"',
+    "payWith": 'TypedDict item "payWith" has type "Literal[\'credits\', \'dropin\', \'membership\'] | None"',
     "nmae": 'Extra key "nmae" for TypedDict "CountersGetArgs"',
     "kind": 'Argument 1 to "query" of "AsyncClient" has incompatible type "MutationRef',
 }

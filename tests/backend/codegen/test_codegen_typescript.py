@@ -71,7 +71,7 @@ export function Schedule(props: { businessId: Id<"businesses">; from: string; to
   const skipped = useQuery(api.classes.list_instances, "skip");
   const book = useMutation(api.bookings.book);
   const members = usePaginatedQuery(api.members.list, { businessId: props.businessId }, { initialNumItems: 20 });
-  async function onBook(instanceId: Id<"class_instances">): Promise<"confirmed" | "waitlisted"> {
+  async function onBook(instanceId: Id<"class_instances">): Promise<"confirmed" | "waitlisted" | "offered" | "checked_in"> {
     const result = await book({ instanceId, payWith: "credits" });
     const position: number | null | undefined = result.position;
     return position === 0 ? "confirmed" : result.status;
@@ -111,7 +111,7 @@ BAD = {
     ),
     "wrong_literal.tsx": (
         'void useMutation(api.bookings.book)({ instanceId: props.instanceId, payWith: "cash" });',
-        "Type '\"cash\"' is not assignable to type '\"credits\" | \"dropin\" | null | undefined'",
+        "Type '\"cash\"' is not assignable to type '\"credits\" | \"dropin\" | \"membership\" | null | undefined'",
     ),
     "other_tables_id.tsx": (
         "void useMutation(api.bookings.book)({ instanceId: props.venueId });",

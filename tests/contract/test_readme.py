@@ -12,6 +12,8 @@ one, or with a kind this file does not know, fails the test.
 - ``apply`` (python): a change to the project, applied as its first-line comment says: ``# schema.py`` adds
   the class above ``schema = define_schema(`` and to its list; ``# path: replace NAME`` replaces that
   function; any other ``# path`` is a new file. The dev server must then report a good reload.
+- ``node`` (js): the same for a Node script, run by ``node`` with the official ``convex`` package (the one
+  ``tests/js`` installs) as the project's ``node_modules``; skipped where node is missing.
 - ``migration`` (python): a migration file; the walk-through adds the column it drops, removes it from the
   schema (the dev server refuses), writes the migration and sees the reload succeed and the column gone.
 - ``tsc`` (ts/tsx): type-checked by ``tsc --strict`` against the types codegen writes for the project after
@@ -51,9 +53,10 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 JS_DIR = ROOT / "tests" / "js"
 TSC = JS_DIR / "node_modules" / "typescript" / "bin" / "tsc"
-KINDS = {"server", "story", "output", "serverlog", "apply", "watch", "migration", "tsc", "scripts", "help", "skip"}
+KINDS = {"server", "story", "output", "serverlog", "apply", "watch", "node", "migration", "tsc", "scripts", "help",
+         "skip"}
 LANGS = {"server": {"bash"}, "story": {"bash"}, "output": {"text"}, "serverlog": {"text"}, "apply": {"python"},
-         "watch": {"python"},
+         "watch": {"python"}, "node": {"js"},
          "migration": {"python"}, "tsc": {"ts", "tsx"}, "scripts": {"bash"}, "help": {"bash"}}
 DOCUMENTED_PORT = "127.0.0.1:3210"
 
@@ -116,7 +119,7 @@ def test_every_block_says_how_it_is_checked() -> None:
     assert BLOCKS.index(of_kind("server")[0]) < BLOCKS.index(of_kind("story")[0])
     for block in of_kind("output"):
         previous = BLOCKS[BLOCKS.index(block) - 1]
-        assert previous.kind in ("story", "watch"), f"{block.where()}: an output block must follow a story block"
+        assert previous.kind in ("story", "watch", "node"), f"{block.where()}: output must follow a story block"
 
 
 # -- a copy of the project whose scripts run in this interpreter ------------------------------------------
@@ -263,11 +266,11 @@ class Story:
         self.last_output = done.stdout
         return done.stdout
 
-    def watch(self, block: Block) -> None:
+    def watch(self, block: Block, command: list[str], comment: str) -> None:
         """Run a client script until it prints its first line."""
-        name = first_comment(block, "#").split()[0].rstrip(":")
+        name = first_comment(block, comment).split()[0].rstrip(":")
         (self.project / name).write_text(block.text.replace(DOCUMENTED_PORT, f"127.0.0.1:{self.port}"))
-        process = subprocess.Popen([".venv/bin/python", name], cwd=self.project, env=self.env,
+        process = subprocess.Popen([*command, name], cwd=self.project, env=self.env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert process.stdout is not None
@@ -303,6 +306,7 @@ def database() -> Iterator[str]:
 def test_the_walk_through_runs_as_one_story(tmp_path: Path, database: str) -> None:
     project = make_project(tmp_path / "project")
     story = Story(project, database)
+    skipped: list[str] = []  # node blocks, where node is missing
     try:
         for block in BLOCKS:
             if block.kind == "server":
@@ -310,13 +314,23 @@ def test_the_walk_through_runs_as_one_story(tmp_path: Path, database: str) -> No
             elif block.kind == "story":
                 story.shell(block)
             elif block.kind == "output":
+                if BLOCKS[BLOCKS.index(block) - 1].where() in skipped:
+                    continue
                 for line in block.text.splitlines():
                     assert matches(line, story.last_output), (
                         f"{block.where()}: {line!r} not printed; the story printed:\n{story.last_output}")
             elif block.kind == "apply":
                 story.saved(lambda block=block: apply(block, project))
             elif block.kind == "watch":
-                story.watch(block)
+                story.watch(block, [".venv/bin/python"], "#")
+            elif block.kind == "node":
+                node = shutil.which("node")
+                if node is None or not (JS_DIR / "node_modules" / "convex").is_dir():
+                    story.last_output = ""
+                    skipped.append(block.where())
+                    continue
+                (project / "node_modules").symlink_to(JS_DIR / "node_modules", target_is_directory=True)
+                story.watch(block, [node], "//")
             elif block.kind == "migration":
                 exercise_migration(story, block)
         out = story.output()
@@ -325,6 +339,8 @@ def test_the_walk_through_runs_as_one_story(tmp_path: Path, database: str) -> No
             assert re.search(pattern, out), f"{block.where()} not in the dev server's output:\n{out[-3000:]}"
         assert out.count("reload failed") == story.refused and "Traceback" not in out, out[-3000:]
         assert (project / "functions" / "_generated" / "api.d.ts").is_file(), "the dev server wrote typed clients"
+        if skipped:
+            pytest.skip(f"the story ran; node is missing for {skipped}")
     finally:
         story.stop()
 

@@ -22,7 +22,8 @@ one, or with a kind this file does not know, fails the test.
   venv's python in the story's shell until it prints its first line (checked by the ``output`` block after
   it); also type-checked by ``mypy --strict`` against the typed clients codegen writes.
 - ``scripts`` (bash): each ``./scripts/X`` exists, is executable and runs with ``--help`` in the copy.
-- ``help`` (bash): long-running commands; ``python -m backend SUB --help`` must list every flag used.
+- ``help`` (bash): long-running commands: ``python -m MODULE [COMMAND] --help`` must list every flag the line
+  uses (its comment too), and a ``pip install -e '.[extra]'`` must name extras ``pyproject.toml`` declares.
 - ``skip REASON``: not run; the reason is required.
 
 The copy has a stand-in ``.venv`` whose ``python`` is this interpreter and whose ``pip`` fails, with the
@@ -39,7 +40,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,10 +275,13 @@ class Story:
         (self.project / name).write_text(block.text.replace(DOCUMENTED_PORT, f"127.0.0.1:{self.port}"))
         process = subprocess.Popen([*command, name], cwd=self.project, env=self.env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        timer = threading.Timer(60, process.kill)  # a client that never prints fails instead of hanging
+        timer.start()
         try:
             assert process.stdout is not None
             first = process.stdout.readline()  # the client prints once it has a result
         finally:
+            timer.cancel()
             process.kill()
             _, errors = process.communicate(timeout=30)
         assert first, f"{block.where()} printed nothing:\n{errors}"
@@ -448,13 +454,26 @@ def test_script_and_help_blocks_name_real_commands_and_flags(tmp_path: Path) -> 
             assert "usage" in help_text(project, *shlex.split(command)).lower()
     for block in of_kind("help"):
         for line in block.text.splitlines():
-            words = [w for w in shlex.split(line.split("#")[0]) if not re.match(r"^[A-Z_]+=", w)]
-            if not words:
-                continue
-            assert words[:3] == ["python", "-m", "backend"], f"{block.where()}: {line}"
-            shown = help_text(project, sys.executable, "-m", "backend", words[3])
-            for flag in (w for w in words[4:] if w.startswith("--")):
-                assert re.search(rf"{re.escape(flag)}\b", shown), f"{block.where()}: {flag} not in `{words[3]} --help`"
+            check_long_running(block, line, project)
+
+
+def check_long_running(block: Block, line: str, project: Path) -> None:
+    """``[.venv/bin/]pip install -e '.[extra]'``: the extra exists; ``[.venv/bin/]python -m MODULE [COMMAND]``: its
+    ``--help`` lists every flag on the line, comments included (``python -m backend`` takes a command)."""
+    words = [w for w in shlex.split(line, comments=False) if not re.match(r"^[A-Z_]+=", w)]
+    if not words:
+        return
+    program = Path(words[0]).name
+    if program == "pip":
+        extras = re.findall(r"\.\[(\w+)\]", line)
+        declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+        assert extras and all(e in declared for e in extras), f"{block.where()}: {line}"
+        return
+    assert program == "python" and words[1] == "-m", f"{block.where()}: not a command this test can check: {line}"
+    command = words[2:4] if words[2] == "backend" else words[2:3]
+    shown = help_text(project if words[2] == "backend" else ROOT, sys.executable, "-m", *command)
+    for flag in set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line)):
+        assert re.search(rf"{re.escape(flag)}\b", shown), f"{block.where()}: {flag} not in `{' '.join(command)} --help`"
 
 
 def test_readme_and_cli_agree_on_the_commands() -> None:

@@ -265,8 +265,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m backend")
     commands = parser.add_subparsers(dest="command", required=True)
+    summaries = {"dev": "start the dev server: reloads on save, logs every call, writes typed clients",
+                 "serve": "start a production server: logs failures, redacts unexpected errors"}
     for name in ("dev", "serve"):
-        cmd = commands.add_parser(name, help="start the server")
+        cmd = commands.add_parser(name, help=summaries[name])
         cmd.add_argument("--host", default="127.0.0.1")
         cmd.add_argument("--port", type=int, default=3210)
         cmd.add_argument("--data-dir", default=".data")

@@ -179,10 +179,7 @@ class Hub:
         self._conn = await asyncpg.connect(url)
         await init_connection(self._conn)
         await self._conn.execute("SET plan_cache_mode = force_custom_plan")
-        self._notifier = await asyncpg.connect(url)
-        await self._notifier.execute("SET synchronous_commit = off")
-        self._listener = await asyncpg.connect(url)
-        await self._listener.add_listener(CHANNEL, self._on_notify)
+        await self._open_signal_connections()
         floor = await self._conn.fetchval("SELECT ts FROM _clock WHERE id = 1")
         self.clock.observe(int(floor or 0))
         self._snapshot = await self._conn.fetchval("SELECT pg_current_snapshot()::text")
@@ -325,7 +322,31 @@ class Hub:
                 await asyncio.sleep(0.05)
                 self._wake.set()
 
+    async def _open_signal_connections(self) -> None:
+        """(Re)open the wake-up connections: LISTEN for other nodes' commits, and one to NOTIFY them of ours.
+        A connection lost with its server (a restart, a terminated backend) is re-opened on the next pass;
+        commits missed meanwhile are not lost, since each pass reads the commit log, not the notifications."""
+        url = self.backend.url
+        if self._notifier is None or self._notifier.is_closed():
+            self._notifier = None
+            notifier = await asyncpg.connect(url)
+            await notifier.execute("SET synchronous_commit = off")
+            self._notifier = notifier
+        if self._listener is None or self._listener.is_closed():
+            self._listener = None
+            listener = await asyncpg.connect(url)
+            await listener.add_listener(CHANNEL, self._on_notify)
+            self._listener = listener
+            self._wake.set()  # catch up on whatever was notified while no one listened
+
     async def _iteration(self) -> None:
+        if (self._listener is None or self._listener.is_closed()
+                or self._notifier is None or self._notifier.is_closed()):
+            try:
+                await self._open_signal_connections()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                # Not fatal: the pass below still reads the commit log, and the next one tries again.
+                log.warning("re-opening the hub's wake-up connections failed: %s", error)
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(self.backend.url)
             await init_connection(self._conn)

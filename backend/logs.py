@@ -151,7 +151,8 @@ class BoundedLogs(logging.Filter):
     """A filter that bounds each record and rate-limits repeats.
 
     A "place" is (logger, exception type, source file and line): the same bug hit by many requests is one
-    place. Each place logs at most ``LOG_REPEAT_LIMIT`` records per ``LOG_REPEAT_WINDOW_SECONDS``; the next
+    place. Warnings and errors are rate-limited (informational records, such as one line per call, are only
+    cut): each place logs at most ``LOG_REPEAT_LIMIT`` records per ``LOG_REPEAT_WINDOW_SECONDS``; the next
     record after a suppressed stretch says how many were suppressed. Records are cut to ``LOG_MAX_CHARS``
     (message and traceback together), tracebacks to their innermost frames.
     """
@@ -164,6 +165,9 @@ class BoundedLogs(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "_bounded", False):  # already seen by a filter on another logger
+            return True
+        if record.levelno < logging.WARNING:  # ordinary records (one per call with LOG_CALLS=all): cut only
+            self._bound(record, 0)
             return True
         exc_type = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
         place = (record.name, exc_type, record.pathname, record.lineno)

@@ -159,6 +159,13 @@ def _mentions(args: Any, tenant: str | None) -> bool:
     return tenant is None or tenant in msgspec.json.encode(args, enc_hook=str).decode()
 
 
+def _subscription_args(args_key: bytes) -> Any:
+    """A subscription's arguments from its instance key (refused ones are keyed by ``!`` and their error)."""
+    if args_key.startswith(b"!"):
+        return None
+    return msgspec.json.decode(args_key)
+
+
 def sessions(backend: Backend, tenant: str | None) -> dict[str, Any]:
     """Live sync sessions with their subscriptions (re-run counts), and the hub's totals.
 
@@ -168,10 +175,10 @@ def sessions(backend: Backend, tenant: str | None) -> dict[str, Any]:
     for session in list(backend.sessions):
         sub = getattr(session, "sub", None)
         queries = [] if sub is None else [
-            {"queryId": qid, "path": inst.key[0], "args": msgspec.json.decode(inst.key[1]), "runs": inst.runs,
+            {"queryId": qid, "path": inst.key[0], "args": args, "runs": inst.runs,
              "subscribers": len(inst.subscribers)}
             for qid, inst in sorted(sub.queries.items())
-            if _mentions(inst.raw_args, tenant)
+            if _mentions(args := _subscription_args(inst.key[1]), tenant)
         ]
         if tenant is not None and not queries:
             continue

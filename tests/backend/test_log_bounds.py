@@ -70,3 +70,17 @@ def test_repeats_from_one_place_are_suppressed_and_counted(logger: Any, monkeypa
     assert len(lines) == 4 and "[47 similar records suppressed]" in lines[-1], lines[-1]
     log.warning("from another line")  # another place is not affected
     assert len(lines) == 5
+
+
+def test_informational_records_are_cut_but_never_suppressed() -> None:
+    """One line per call (``BACKEND_LOG_CALLS=all``, or the dev server) comes from one place: all must print."""
+    import logging as _logging
+
+    from backend.logs import BoundedLogs
+
+    bounded = BoundedLogs()
+    records = [_logging.LogRecord("backend.calls", _logging.INFO, __file__, 1, "call %d", (n,), None) for n in range(500)]
+    assert all(bounded.filter(record) for record in records)
+    errors = [_logging.LogRecord("backend.calls", _logging.ERROR, __file__, 2, "failed %d", (n,), None)
+              for n in range(500)]
+    assert sum(bounded.filter(record) for record in errors) < 50

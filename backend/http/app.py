@@ -14,6 +14,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .. import knobs
 from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated, Unavailable
+from ._peer import WithPeer
 from ._responses import error_response, json_response, outcome_response
 
 if TYPE_CHECKING:
@@ -207,4 +208,4 @@ def create_app(backend: Backend) -> Any:
         debug=False,
     )
     app.state.backend = backend
-    return _CollapseSlashes(app)
+    return _CollapseSlashes(WithPeer(app))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import knobs
 from ..auth._identity import format_time
-from ..errors import BackendError, InvalidRequest
+from ..errors import BackendError, InvalidRequest, Overloaded, Unavailable
 from ..registry import canonical_path
 from ..runner import Outcome
 from . import protocol as p
@@ -435,7 +435,7 @@ class SyncSession:
     async def _mutation_worker(self) -> None:
         """Runs the queued mutations one by one, and ends when none is left (the next one starts it again)."""
         try:
-            while self._mutations:
+            while self._mutations and self.state is not SessionState.CLOSED:  # closed: the client replays the rest
                 message, identity = self._mutations.popleft()
                 self._inflight += 1
                 try:
@@ -475,6 +475,13 @@ class SyncSession:
                 request_id=f"{self.session_id}:{message.requestId}",
                 before_commit=before_commit,
             )
+        except (Overloaded, Unavailable) as error:
+            # No connection for it (the caller's share or the pool is busy): nothing was done. Close the socket
+            # with a reason the client backs off on; it replays this and every later mutation when it reconnects.
+            if held:
+                hub.release(sub)
+            self.drop(1013, f"TooManyConcurrentRequests: {error.message}")
+            return
         except BackendError as error:
             outcome = Outcome(error=error)
         except asyncio.CancelledError:

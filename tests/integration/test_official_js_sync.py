@@ -120,7 +120,7 @@ async def test_a_slow_mutation_does_not_hold_up_the_sockets_other_updates(server
         await _subscribe(client, "w", "counters:get", {"name": watched})
         await _update(client, "w", 0)
         mark = len(client.events)
-        tag = await client.send("mutation", path="counters:increment_slowly", args={"name": slow, "delayMs": 3000})
+        tag = await client.send("mutation", path="counters:increment_slowly", args={"name": slow, "delayMs": 1500})
         await client.expect(
             lambda e: e["event"] == "frame" and e["dir"] == "out" and e["msg"]["type"] == "Mutation", after=mark)
         await server.mutation("counters:increment", {"name": watched})  # someone else's write, meanwhile

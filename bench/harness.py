@@ -91,7 +91,7 @@ async def prepare(url: str, seeds: list[tuple[str, int, int, int]]) -> None:
 
     async with TestBackend(database_url=url, serve=False, run_scheduler=False) as tb:
         for prefix, count, n, rows in seeds:
-            step = max(1, 500 // rows)  # small mutations: each must finish within the mutation time limit
+            step = max(1, 200 // rows)  # small mutations: each must finish within the mutation time limit
             for start in range(0, count, step):
                 chunk = {"prefix": prefix, "count": min(step, count - start), "n": n, "start": start, "rows": rows}
                 outcome = await tb.runner.mutation("bench:seed", chunk, None, allow_internal=True)

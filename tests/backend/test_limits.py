@@ -162,6 +162,7 @@ async def test_a_result_over_the_size_cap_fails_that_call_naming_the_limit(
 async def test_one_identity_firing_50_slow_calls_cannot_starve_another(
     tb: TestBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(knobs, "QUERY_TIMEOUT_SECONDS", 10.0)  # the slow queries here only hold connections
     monkeypatch.setattr(knobs, "POOL_WAIT_SECONDS", 2.0)
     hog, other = fresh("hog"), fresh("other")
     key = user_key(tb, hog)
@@ -188,6 +189,7 @@ async def test_one_identity_firing_50_slow_calls_cannot_starve_another(
 async def test_a_callers_calls_beyond_its_share_and_queue_are_refused_with_429(
     tb: TestBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(knobs, "QUERY_TIMEOUT_SECONDS", 10.0)  # the slow queries here only hold connections
     monkeypatch.setattr(knobs, "POOL_MAX_PER_CALLER", 2)
     monkeypatch.setattr(knobs, "POOL_QUEUE_PER_CALLER", 3)
     monkeypatch.setattr(knobs, "POOL_WAIT_SECONDS", 0.4)
@@ -204,6 +206,7 @@ async def test_a_callers_calls_beyond_its_share_and_queue_are_refused_with_429(
 async def test_a_call_finding_the_whole_pool_busy_gets_503_after_a_bounded_wait(
     tb: TestBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(knobs, "QUERY_TIMEOUT_SECONDS", 10.0)  # the slow queries here only hold connections
     monkeypatch.setattr(knobs, "POOL_WAIT_SECONDS", 0.3)
     gate = tb.runner.gate
     busy = [asyncio.create_task(tb.runner.query("counters:get_slowly", {"name": "x", "delayMs": 1500}, None))
@@ -227,6 +230,7 @@ async def test_a_socket_mutation_refused_for_its_share_is_replayed_after_reconne
 ) -> None:
     """On the socket a refusal closes it with a reason the client backs off on; the client replays the
     mutation on its next socket, and it runs exactly once."""
+    monkeypatch.setattr(knobs, "QUERY_TIMEOUT_SECONDS", 10.0)  # the slow queries here only hold connections
     monkeypatch.setattr(knobs, "POOL_MAX_PER_CALLER", 1)
     monkeypatch.setattr(knobs, "POOL_QUEUE_PER_CALLER", 0)
     subject, name = fresh("sock"), fresh()

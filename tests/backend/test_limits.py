@@ -246,3 +246,15 @@ async def test_a_socket_mutation_refused_for_its_share_is_replayed_after_reconne
         hold.cancel()
     assert value == 1
     assert await tb.query("counters:get", {"name": name}) == 1
+
+
+async def test_pool_connections_carry_a_statement_timeout_as_a_second_line(tb: TestBackend) -> None:
+    """PostgreSQL itself cancels a statement on a pool connection that outlives every function limit, even
+    if the node's cancel request never arrived; the schema migration at start-up lifted it for itself only."""
+    assert max(knobs.QUERY_TIMEOUT_SECONDS, knobs.MUTATION_TIMEOUT_SECONDS) <= knobs.STATEMENT_TIMEOUT_SECONDS
+    expected = f"{round(knobs.STATEMENT_TIMEOUT_SECONDS * 1000)}ms"
+    assert tb.backend is not None and tb.backend.pool is not None
+    for _ in range(knobs.POOL_MAX_SIZE):  # whichever connection ran the migration got its setting back
+        async with tb.backend.pool.acquire() as conn:
+            assert await conn.fetchval(
+                "SELECT current_setting('statement_timeout')::interval = $1::text::interval", expected)

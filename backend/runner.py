@@ -5,7 +5,8 @@ jittered exponential backoff, up to ``knobs.MUTATION_MAX_ATTEMPTS``, then fails 
 mutation carries a ``(sessionId, requestId)`` its result is stored in the same transaction, so a replay
 after a reconnect returns the first result without running again. Errors raised by the function body are
 returned as a failed ``Outcome`` (the transaction rolled back, nothing is left behind); errors found before
-the body runs (unknown function, bad arguments, no access) are raised.
+the body runs (unknown function, bad arguments, no access) are raised. Every call runs under a time limit
+(``_limits``), its result under a size cap, and takes its connection through the fair pool gate (``db._pool``).
 """
 
 from __future__ import annotations

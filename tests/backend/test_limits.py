@@ -135,6 +135,17 @@ async def test_slow_calls_cannot_exhaust_the_pool(tb: TestBackend, monkeypatch: 
     assert await tb.mutation("counters:increment", {"name": fresh()}) == 1
 
 
+async def test_an_action_has_its_own_longer_limit(tb: TestBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Actions hold no connection, so they get a limit of their own; what they committed before it stays."""
+    assert knobs.ACTION_TIMEOUT_SECONDS > knobs.MUTATION_TIMEOUT_SECONDS
+    monkeypatch.setattr(knobs, "ACTION_TIMEOUT_SECONDS", 0.3)
+    name = fresh()
+    outcome = await tb.runner.action("counters:add_later", {"name": name, "delayMs": 5000}, None)
+    assert isinstance(outcome.error, FunctionTimeout)
+    assert "BACKEND_ACTION_TIMEOUT_SECONDS" in outcome.error.message
+    assert await tb.query("counters:get", {"name": name}) == 1  # its mutation had committed on its own
+
+
 # -- result size ----------------------------------------------------------------------------------------------
 
 

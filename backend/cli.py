@@ -33,6 +33,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
     from . import knobs
     from .http import create_app
+    from .registry import fixtures_enabled
     from .server import Backend
 
     dev = args.command == "dev"
@@ -69,6 +70,8 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    if fixtures_enabled():
+        print("warning: test fixtures are loaded (BACKEND_TEST_FUNCTIONS=1); never in production", file=sys.stderr)
     print(f"backend listening on http://{args.host}:{args.port}", flush=True)
     watching: asyncio.Task[None] | None = None
     if dev:

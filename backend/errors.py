@@ -15,6 +15,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "FunctionNotFound",
+    "FunctionTimeout",
     "InvalidArgs",
     "InvalidRequest",
     "InvalidReturn",
@@ -130,6 +131,13 @@ class LimitExceeded(BackendError):
 
     code = "LimitExceeded"
     status = 400
+
+
+class FunctionTimeout(BackendError):
+    """A function ran past its time limit; a mutation's transaction was rolled back, nothing was written."""
+
+    code = "FunctionTimeout"
+    status = 504
 
 
 class Overloaded(BackendError):

@@ -31,8 +31,11 @@ MAX_ROWS_SCANNED = _env_int("BACKEND_MAX_ROWS_SCANNED", 32_000, 1, 10_000_000)
 MAX_ROWS_WRITTEN = _env_int("BACKEND_MAX_ROWS_WRITTEN", 16_000, 1, 1_000_000)
 #: Index ranges a single function may read. Convex: 4,096.
 MAX_READ_RANGES = _env_int("BACKEND_MAX_READ_RANGES", 4_096, 1, 1_000_000)
-#: Bytes of encoded arguments or results. Convex: 16 MiB.
+#: Bytes of encoded arguments. Convex: 16 MiB.
 MAX_VALUE_BYTES = _env_int("BACKEND_MAX_VALUE_BYTES", 16 * 1024 * 1024, 1024, 1 << 30)
+#: Bytes of one function's encoded result (JSON text); a larger result fails the call with LimitExceeded.
+#: Half the argument limit: a live query's result is sent again on every change, to every subscriber.
+MAX_RESULT_BYTES = _env_int("BACKEND_MAX_RESULT_BYTES", 8 * 1024 * 1024, 1024, 1 << 30)
 #: Bytes of one WebSocket frame or HTTP body accepted from a client.
 MAX_MESSAGE_BYTES = _env_int("BACKEND_MAX_MESSAGE_BYTES", 17 * 1024 * 1024, 1024, 1 << 30)
 #: Attempts of a mutation that fails with a serialization failure or deadlock before giving up.
@@ -43,6 +46,27 @@ MUTATION_RETRY_BASE_SECONDS = _env_float("BACKEND_MUTATION_RETRY_BASE_SECONDS", 
 MUTATION_RETRY_MAX_SECONDS = _env_float("BACKEND_MUTATION_RETRY_MAX_SECONDS", 0.25, 0.0, 60.0)
 #: Connections in the asyncpg pool of one node.
 POOL_MAX_SIZE = _env_int("BACKEND_POOL_MAX_SIZE", 20, 2, 1000)
+#: Pool connections function calls may never take: kept for health checks and the scheduler's bookkeeping.
+POOL_RESERVED = _env_int("BACKEND_POOL_RESERVED", 3, 0, 999)
+#: Pool connections one caller (a user, or an anonymous client's address) may hold at once: a quarter of
+#: the pool, so no single caller can starve the others.
+POOL_MAX_PER_CALLER = _env_int("BACKEND_POOL_MAX_PER_CALLER", max(1, POOL_MAX_SIZE // 4), 1, 1000)
+#: Calls of one caller waiting for a connection beyond its share; more are refused (429, retry later).
+POOL_QUEUE_PER_CALLER = _env_int("BACKEND_POOL_QUEUE_PER_CALLER", 100, 0, 100_000)
+#: Seconds a call waits for a pool connection; then it fails, having done nothing (429 waiting behind the
+#: caller's own calls, 503 waiting for the pool).
+POOL_WAIT_SECONDS = _env_float("BACKEND_POOL_WAIT_SECONDS", 10.0, 0.01, 600.0)
+#: Seconds a query may run (wall clock, its database round trips included), as Convex allows 1 s. The
+#: booking platform's heaviest calls stay far below: its whole test suite passes at 0.5 s on a busy machine.
+QUERY_TIMEOUT_SECONDS = _env_float("BACKEND_QUERY_TIMEOUT_SECONDS", 1.0, 0.01, 3600.0)
+#: Seconds one attempt of a mutation may run inside its transaction; then it rolls back and fails. The
+#: same 1 s: a mutation holds a connection and SERIALIZABLE locks the whole time.
+MUTATION_TIMEOUT_SECONDS = _env_float("BACKEND_MUTATION_TIMEOUT_SECONDS", 1.0, 0.01, 3600.0)
+#: Seconds an action may run. Actions hold no connection of their own; Convex allows 10 minutes.
+ACTION_TIMEOUT_SECONDS = _env_float("BACKEND_ACTION_TIMEOUT_SECONDS", 120.0, 0.01, 86400.0)
+#: Seconds PostgreSQL lets one statement on a pool connection run (``statement_timeout``; 0 = no limit):
+#: the second line behind the function time limits, should the node's own cancel request be lost.
+STATEMENT_TIMEOUT_SECONDS = _env_float("BACKEND_STATEMENT_TIMEOUT_SECONDS", 10.0, 0.0, 86400.0)
 #: Transitions waiting to be written to one socket before the client is cut off. Convex uses 2.
 MAX_PENDING_TRANSITIONS = _env_int("BACKEND_MAX_PENDING_TRANSITIONS", 4, 1, 1000)
 #: Seconds without a message to a client before a JSON Ping is sent.

@@ -73,7 +73,12 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=init_connection)
+async def connect_pool(
+    url: str, *, min_size: int = 2, max_size: int = 20, statement_timeout: float = 0.0
+) -> asyncpg.Pool:
+    """``statement_timeout`` (seconds, 0 = none): PostgreSQL cancels any longer statement on these connections."""
+    settings = {"statement_timeout": str(round(statement_timeout * 1000))} if statement_timeout > 0 else None
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings)
     assert pool is not None
     return pool

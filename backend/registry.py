@@ -12,6 +12,7 @@ its name (``classes/templates:create``); a package's ``__init__`` answers for th
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 from collections.abc import Awaitable, Callable, Iterator
@@ -27,6 +28,7 @@ __all__ = [
     "Registry",
     "action",
     "canonical_path",
+    "fixtures_enabled",
     "internal_action",
     "internal_mutation",
     "internal_query",
@@ -173,27 +175,47 @@ def _module_path(module_name: str, package: str) -> str:
     return module_name[len(package) + 1 :].replace(".", "/")
 
 
-def load_functions(package: str = "functions", *, include_testing: bool | None = None) -> Registry:
-    """Import every public module of ``package`` and register the functions defined in it.
+#: The folder of test and benchmark fixtures: mounted at the top level only when fixtures are wanted.
+FIXTURES = "_fixtures"
 
-    Modules named ``testing_*`` hold fixtures for tests; they are loaded only when ``include_testing`` is
-    true (default: the ``BACKEND_TEST_FUNCTIONS=1`` environment variable), never in a production server.
-    """
-    if include_testing is None:
-        include_testing = os.environ.get("BACKEND_TEST_FUNCTIONS") == "1"
-    registry = Registry()
+
+def _public_modules(package: str, include_testing: bool) -> list[str]:
     root = importlib.import_module(package)
     modules = [root.__name__]
     for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
-        parts = info.name.split(".")[1:]
+        parts = info.name[len(package) + 1 :].split(".")
         if any(part.startswith("_") for part in parts):
             continue
         if not include_testing and any(part.startswith("testing_") for part in parts):
             continue
         modules.append(info.name)
-    for name in modules:
+    return modules
+
+
+def fixtures_enabled(include_testing: bool | None = None) -> bool:
+    """Whether fixtures load: ``include_testing`` when given, else ``BACKEND_TEST_FUNCTIONS=1``."""
+    if include_testing is None:
+        return os.environ.get("BACKEND_TEST_FUNCTIONS") == "1"
+    return include_testing
+
+
+def load_functions(package: str = "functions", *, include_testing: bool | None = None) -> Registry:
+    """Import every public module of ``package`` and register the functions defined in it.
+
+    Fixtures for tests and benchmarks — modules named ``testing_*`` and the ``_fixtures`` folder, whose
+    modules answer at the top level (``_fixtures/counters.py`` → ``counters:get``) — are loaded only when
+    ``include_testing`` is true (default: the ``BACKEND_TEST_FUNCTIONS=1`` environment variable), never in a
+    production server.
+    """
+    include_testing = fixtures_enabled(include_testing)
+    registry = Registry()
+    mounts = [(name, package) for name in _public_modules(package, include_testing)]
+    fixtures = f"{package}.{FIXTURES}"
+    if include_testing and importlib.util.find_spec(fixtures) is not None:
+        mounts += [(name, fixtures) for name in _public_modules(fixtures, True) if name != fixtures]
+    for name, base in mounts:
         module = importlib.import_module(name)
-        path = _module_path(name, package) if name != package else ""
+        path = _module_path(name, base) if name != package else ""
         for attr, value in vars(module).items():
             if isinstance(value, RegisteredFunction) and value.spec.fn.__module__ == name:
                 if not path:

@@ -5,7 +5,8 @@ jittered exponential backoff, up to ``knobs.MUTATION_MAX_ATTEMPTS``, then fails 
 mutation carries a ``(sessionId, requestId)`` its result is stored in the same transaction, so a replay
 after a reconnect returns the first result without running again. Errors raised by the function body are
 returned as a failed ``Outcome`` (the transaction rolled back, nothing is left behind); errors found before
-the body runs (unknown function, bad arguments, no access) are raised.
+the body runs (unknown function, bad arguments, no access) are raised. Every call runs under a time limit
+(``_limits``), its result under a size cap, and takes its connection through the fair pool gate (``db._pool``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ import asyncpg
 import msgspec
 
 from . import calllog, knobs
+from ._limits import check_after_timeout, run_limited
 from .clock import Clock, SystemClock
 from .context import ActionCtx, Auth, MutationCtx, QueryCtx
 from .db import DatabaseReader, DatabaseWriter, ReadSet, Txn, encode_keys
+from .db._pool import PoolGate
 from .errors import (
     BackendError,
     Conflict,
+    FunctionTimeout,
     InvalidArgs,
     InvalidReturn,
     LimitExceeded,
@@ -84,6 +88,7 @@ class Runner:
         scheduler_factory: SchedulerFactory | None = None,
     ) -> None:
         self.pool = pool
+        self.gate = PoolGate(pool)  # every function call's connection: bounded wait, a fair share per caller
         self.schema = schema
         self.registry = registry
         self.clock = clock or SystemClock()
@@ -117,8 +122,10 @@ class Runner:
             encoded = encode_value(checked, "$.returns")
         except (ValidationFailure, ValueError_) as error:
             raise InvalidReturn(f"{spec.path} returned a bad value: {error}") from None
-        if value_size(encoded) > knobs.MAX_VALUE_BYTES:
-            raise LimitExceeded(f"{spec.path}: result is larger than {knobs.MAX_VALUE_BYTES} bytes")
+        size = value_size(encoded)
+        if size > knobs.MAX_RESULT_BYTES:
+            raise LimitExceeded(f"{spec.path}: the result is {size:,} bytes, over the limit of "
+                                f"{knobs.MAX_RESULT_BYTES:,} bytes (BACKEND_MAX_RESULT_BYTES)")
         return encoded
 
     @staticmethod
@@ -142,7 +149,7 @@ class Runner:
         except BackendError as error:
             self._refused(started, "query", path, error)
             raise
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        async with self.gate.acquire(identity) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await self.execute_query(conn, spec, kwargs, identity)
 
     async def execute_query(
@@ -177,9 +184,11 @@ class Runner:
         ctx = QueryCtx(DatabaseReader(txn), Auth(identity), collector, now, tenant, member)
         token = collector.activate()
         try:
-            result = await spec.fn(ctx, **kwargs)
+            result = await run_limited(spec.fn(ctx, **kwargs), "query", spec.path)
             value = self.encode_result(spec, result)
         except Exception as error:  # the function's own failure becomes a failed outcome
+            if isinstance(error, FunctionTimeout):
+                await check_after_timeout(conn, error)
             return Outcome(error=self._body_failed(spec, error), log_lines=collector.finish(), read_set=txn.read_set,
                            tenant=tenant)
         finally:
@@ -300,7 +309,7 @@ class Runner:
         *,
         lookup: bool = True,
     ) -> Outcome:
-        async with self.pool.acquire() as conn:
+        async with self.gate.acquire(identity) as conn:
             if session is not None and lookup:
                 # Looked up before the transaction, not inside it: a SERIALIZABLE read here would put a
                 # predicate lock on the index page other sessions insert their results into, and abort them
@@ -322,7 +331,7 @@ class Runner:
                     ctx = MutationCtx(DatabaseWriter(txn), Auth(identity), collector, now, scheduler, tenant, member)
                     token = collector.activate()
                     try:
-                        result = await spec.fn(ctx, **kwargs)
+                        result = await run_limited(spec.fn(ctx, **kwargs), "mutation", spec.path)
                         value = self.encode_result(spec, result)
                     except _RETRYABLE:
                         raise
@@ -439,7 +448,7 @@ class Runner:
         ctx = ActionCtx(Auth(identity), collector, now, scheduler, run_query, run_mutation, run_action)
         token = collector.activate()
         try:
-            result = await spec.fn(ctx, **kwargs)
+            result = await run_limited(spec.fn(ctx, **kwargs), "action", spec.path)
             value = self.encode_result(spec, result)
         except Exception as error:
             return Outcome(error=self._body_failed(spec, error), log_lines=collector.finish())

@@ -97,8 +97,10 @@ class Backend:
             self.database = Database(self.config.database_url)
         else:
             self.database = await asyncio.to_thread(locate_database, self.config.data_dir)
-        self.pool = await connect_pool(self.database.url, max_size=knobs.POOL_MAX_SIZE)
+        self.pool = await connect_pool(self.database.url, max_size=knobs.POOL_MAX_SIZE,
+                                       statement_timeout=knobs.STATEMENT_TIMEOUT_SECONDS)
         async with self.pool.acquire() as conn:
+            await conn.execute("SET statement_timeout = 0")  # building an index may take long; reset on release
             await apply_schema(conn, self.schema, self.config.migrations_dir)
         self._runner = Runner(self.pool, self.schema, self.registry, clock=self.config.clock)
         self._runner.expose_errors = self.config.dev

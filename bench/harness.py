@@ -91,7 +91,7 @@ async def prepare(url: str, seeds: list[tuple[str, int, int, int]]) -> None:
 
     async with TestBackend(database_url=url, serve=False, run_scheduler=False) as tb:
         for prefix, count, n, rows in seeds:
-            step = max(1, 5000 // rows)  # a mutation may write at most 16,000 rows
+            step = max(1, 200 // rows)  # small mutations: each must finish within the mutation time limit
             for start in range(0, count, step):
                 chunk = {"prefix": prefix, "count": min(step, count - start), "n": n, "start": start, "rows": rows}
                 outcome = await tb.runner.mutation("bench:seed", chunk, None, allow_internal=True)
@@ -148,7 +148,13 @@ class ServerProcess:
         self.started_at = time.monotonic()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "backend", "serve", "--port", str(self.port), "--no-scheduler",
-            cwd=REPO, env=child_env(DATABASE_URL=self.database_url, BACKEND_JWT_SECRET=JWT_SECRET),
+            cwd=REPO, env=child_env(
+                DATABASE_URL=self.database_url, BACKEND_JWT_SECRET=JWT_SECRET,
+                BACKEND_TEST_FUNCTIONS="1",  # the bench:* fixtures load only in test and benchmark servers
+                # Every load generator here connects from 127.0.0.1 without a token, so the per-caller share
+                # of the pool (which keys anonymous clients by address) would count them all as one client.
+                BACKEND_POOL_MAX_PER_CALLER=os.environ.get("BACKEND_POOL_MAX_SIZE", "20"),
+            ),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             preexec_fn=raise_nofile,
         )

@@ -15,6 +15,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from .. import calllog, knobs
 from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated, Unavailable
 from ._idempotency import HEADER, idempotency_key, idempotent_session, name_the_header
+from ._peer import WithPeer
 from ._responses import error_response, json_response, outcome_response
 
 if TYPE_CHECKING:
@@ -222,4 +223,4 @@ def create_app(backend: Backend) -> Any:
         logging_config=None,  # the server's log format is set by ``calllog.configure``, not by litestar
     )
     app.state.backend = backend
-    return _CollapseSlashes(app)
+    return _CollapseSlashes(WithPeer(app))

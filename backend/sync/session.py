@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import calllog, knobs
 from ..auth._identity import format_time
-from ..errors import BackendError, InvalidRequest
+from ..errors import BackendError, InvalidRequest, Overloaded, Unavailable
 from ..failures import report
 from ..logs import engine_logger
 from ..registry import canonical_path
@@ -476,7 +476,7 @@ class SyncSession:
     async def _mutation_worker(self) -> None:
         """Runs the queued mutations one by one, and ends when none is left (the next one starts it again)."""
         try:
-            while self._mutations:
+            while self._mutations and self.state is not SessionState.CLOSED:  # closed: the client replays the rest
                 message, identity, size = self._mutations.popleft()
                 self._inflight += 1
                 try:
@@ -519,6 +519,13 @@ class SyncSession:
                 request_id=f"{self.session_id}:{message.requestId}",
                 before_commit=before_commit,
             )
+        except (Overloaded, Unavailable) as error:
+            # No connection for it (the caller's share or the pool is busy): nothing was done. Close the socket
+            # with a reason the client backs off on; it replays this and every later mutation when it reconnects.
+            if held:
+                hub.release(sub)
+            self.drop(1013, f"TooManyConcurrentRequests: {error.message}")
+            return
         except BackendError as error:
             outcome = Outcome(error=error)
         except asyncio.CancelledError:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import sys
 from pathlib import Path
+
+import pytest
 
 import backend
 
@@ -47,10 +50,42 @@ def test_public_face_is_sorted_and_complete() -> None:
         assert needed in names
 
 
-def test_test_fixture_functions_never_load_in_production() -> None:
-    from backend.registry import load_functions
+def _fixture_modules() -> dict[str, str]:
+    """Every fixture module on disk (``testing_*`` anywhere, everything under ``_fixtures/``) → the path prefix
+    its functions answer at when fixtures are loaded."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "functions").rglob("*.py")):
+        relative = path.relative_to(ROOT / "functions").with_suffix("")
+        parts = relative.parts
+        if parts[0] == "_fixtures" and parts[-1] != "__init__":
+            found[str(relative)] = "/".join(parts[1:]) + ":"
+        elif any(part.startswith("testing_") for part in parts):
+            found[str(relative)] = "/".join(parts) + ":"
+    return found
 
+
+def test_fixture_functions_are_absent_from_production_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test and benchmark fixtures (``counters:*``, ``bench:*``, ``testing_*``, and any future module in
+    those places) load only in test and benchmark servers; ``python -m backend serve`` has none of them."""
+    from backend.cli import _config
+    from backend.registry import load_functions
+    from backend.server import Backend
+
+    monkeypatch.delenv("BACKEND_TEST_FUNCTIONS", raising=False)
+    fixtures = _fixture_modules()
+    assert {"_fixtures/counters", "_fixtures/bench", "testing_jobs"} <= set(fixtures)
+    served = Backend(_config(argparse.Namespace(data_dir=".data", no_scheduler=True))).registry
     production = {spec.path for spec in load_functions(include_testing=False)}
+    assert {spec.path for spec in served} == production
     with_fixtures = {spec.path for spec in load_functions(include_testing=True)}
-    assert not any(path.startswith("testing_") for path in production)
-    assert any(path.startswith("testing_") for path in with_fixtures)
+    for module, prefix in fixtures.items():
+        mounted = {path for path in with_fixtures if path.startswith(prefix)}
+        assert mounted, f"{module} registers no function at {prefix}*"
+        assert not {path for path in production if path.startswith(prefix)}, f"{module} leaks into production"
+    assert not any(path.startswith(("counters:", "bench:", "testing_")) for path in production)
+    assert {"counters:increment_slowly", "counters:padded", "bench:add"} <= with_fixtures
+    # Nothing else differs between the two: every fixture lives in one of the fixture places.
+    assert {p for p in with_fixtures - production if not p.startswith(tuple(fixtures.values()))} == set()
+
+    monkeypatch.setenv("BACKEND_TEST_FUNCTIONS", "1")  # the explicit opt-in of test and benchmark servers
+    assert {spec.path for spec in load_functions()} == with_fixtures

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from backend import knobs
 from backend.testing import TestBackend
 from tests.integration.official_clients import ClientProcess, js_client
 
@@ -114,7 +115,10 @@ async def test_failed_mutation_rejects_with_data_and_drops_its_optimistic_value(
     assert await _counter_rows(server, name) == []
 
 
-async def test_a_slow_mutation_does_not_hold_up_the_sockets_other_updates(server: TestBackend) -> None:
+async def test_a_slow_mutation_does_not_hold_up_the_sockets_other_updates(
+    server: TestBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(knobs, "MUTATION_TIMEOUT_SECONDS", 10.0)  # longer than its 3 s on purpose
     watched, slow = _name(), _name()
     async with js_client(server.url) as client:
         await _subscribe(client, "w", "counters:get", {"name": watched})
@@ -192,7 +196,10 @@ async def _await_reconnect(client: ClientProcess, *, after: int) -> dict[str, An
     return connect
 
 
-async def test_mutation_in_flight_at_a_socket_drop_runs_exactly_once(server: TestBackend) -> None:
+async def test_mutation_in_flight_at_a_socket_drop_runs_exactly_once(
+    server: TestBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(knobs, "MUTATION_TIMEOUT_SECONDS", 10.0)  # longer than its 1.5 s on purpose
     name = _name()
     async with js_client(server.url) as client:
         await _subscribe(client, "c", "counters:get", {"name": name})

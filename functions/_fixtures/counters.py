@@ -114,3 +114,11 @@ async def increment_slowly(ctx: MutationCtx, name: str, delay_ms: int) -> int:
     """Holds its transaction open for ``delay_ms`` before incrementing: a mutation observably in flight."""
     await asyncio.sleep(delay_ms / 1000)
     return await increment(ctx, name)
+
+
+@query
+async def get_slowly(ctx: QueryCtx, name: str, delay_ms: int) -> int:
+    """Reads the counter, then waits ``delay_ms``: a query that runs past its time limit."""
+    value = await get(ctx, name)
+    await asyncio.sleep(delay_ms / 1000)
+    return value

@@ -24,7 +24,7 @@ def _config(args: argparse.Namespace) -> Any:
         data_dir=Path(args.data_dir),
         database_url=os.environ.get("DATABASE_URL") or None,
         run_scheduler=not getattr(args, "no_scheduler", False),
-        dev=args.command == "dev",
+        dev=getattr(args, "command", None) == "dev",
     )
 
 

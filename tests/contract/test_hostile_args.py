@@ -34,7 +34,7 @@ from tests.support.sync_client import RawClient
 
 # Fixtures whose whole point is to wait or allocate as told (their bounds are the engine's time and size
 # limits, tested where those are): hostile sizes here would only measure the machine.
-_BY_DESIGN_UNBOUNDED = {"counters:increment_slowly", "counters:add_later", "counters:padded"}
+_BY_DESIGN_UNBOUNDED = {"counters:increment_slowly", "counters:get_slowly", "counters:add_later", "counters:padded"}
 
 PUBLIC = sorted(s.path for s in load_functions(include_testing=True) if not s.internal and s.path not in _BY_DESIGN_UNBOUNDED)
 

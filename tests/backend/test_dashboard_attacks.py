@@ -1,0 +1,135 @@
+"""An attacker's view of the dashboard, the dev server and the static files: hostile requests get a 4xx,
+never a 500 (whose traceback would also fill the server log); pages cannot be sniffed or framed; a key too
+short to guard the dashboard keeps it closed; each entry of the dashboard's call log stays small.
+
+Real servers on loopback (``serve`` with an admin key, with a short one) and the real command line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend import knobs
+from backend.dashboard.demo import seed
+from backend.runner import Outcome
+from backend.testing import TestBackend
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "k3y-" + "q" * 40
+
+
+@pytest.fixture(scope="module")
+async def served() -> AsyncIterator[TestBackend]:
+    async with TestBackend(admin_key=KEY, run_scheduler=False) as tb:
+        await seed(tb.backend)  # type: ignore[arg-type]
+        yield tb
+
+
+def _client(tb: TestBackend, **headers: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=tb.url, headers=headers, follow_redirects=False, timeout=20)
+
+
+async def test_a_cookie_of_any_bytes_is_refused_not_a_crash(served: TestBackend) -> None:
+    async with _client(served) as http:
+        for value in (b"a.1.\xe9\xe9", b"a.\xb2.ff", b"\xff.1.00", b"...", b"a..", b".1.ab"):
+            cookie = [(b"cookie", b"tw_admin=" + value)]
+            api = await http.get("/_dashboard/api/meta", headers=cookie)  # type: ignore[arg-type]
+            assert api.status_code == 401, (value, api.text)
+            page = await http.get("/_dashboard", headers=cookie)  # type: ignore[arg-type]
+            assert page.status_code in (302, 303, 307) and page.headers["location"] == "/_dashboard/login", value
+
+
+async def test_a_too_deeply_nested_body_is_a_400(served: TestBackend) -> None:
+    async with _client(served, **{"x-admin-key": KEY}) as http:
+        deep = b'{"table": "venues", "eq": {"name": ' + b"[" * 100_000 + b"}}"
+        rows = await http.post("/_dashboard/api/rows", content=deep)
+        assert rows.status_code == 400 and "nest" in rows.json()["message"]
+        run = await http.post("/_dashboard/api/run", content=b'{"path": "counters:get", "args": {"a": ' + b"[" * 100_000)
+        assert run.status_code == 400
+
+
+async def test_pages_cannot_be_sniffed_or_framed(served: TestBackend) -> None:
+    async with _client(served) as http:
+        dashboard = {"/_dashboard/login": 200, "/_dashboard/static/dashboard.js": 200,
+                     "/_dashboard/static/nope.js": 404, "/_dashboard/api/meta": 401}
+        for path, status in dashboard.items():
+            answer = await http.get(path)
+            assert answer.status_code == status, path
+            assert answer.headers["x-content-type-options"] == "nosniff", path
+            assert answer.headers["x-frame-options"] == "DENY", path
+            policy = answer.headers["content-security-policy"]
+            assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy, path
+            assert "unsafe-inline" not in policy, path
+        for path in ("/", "/web/app.js", "/web/vendor/convex-1.48.0.browser.js"):
+            answer = await http.get(path)
+            assert answer.status_code == 200, path
+            assert answer.headers["x-content-type-options"] == "nosniff", path
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"], path
+
+
+async def test_a_short_admin_key_keeps_the_dashboard_closed() -> None:
+    short = "a" * (knobs.DASHBOARD_MIN_ADMIN_KEY_CHARS - 1)
+    async with TestBackend(admin_key=short, run_scheduler=False, serve=True) as tb, _client(tb) as http:
+        meta = await http.get("/_dashboard/api/meta", headers={"x-admin-key": short})
+        assert meta.status_code == 401 and "at least" in meta.json()["message"]
+        login = await http.post("/_dashboard/login", data={"key": short, "name": "eve"})
+        assert login.status_code == 401 and "tw_admin" not in login.cookies
+        assert "at least" in (await http.get("/_dashboard/login")).text
+
+
+async def test_each_call_log_entry_is_bounded(served: TestBackend) -> None:
+    assert served.backend is not None
+    business = (await served.sql("SELECT _id FROM businesses"))[0]["_id"]
+    async with _client(served, **{"x-admin-key": KEY}) as http:
+        # A failing function's error text repeats what the caller sent (here 5,000 keys of 1,000 characters).
+        huge = {"businessId": business, "settings": {f"{i:05d}" + "x" * 995: 1 for i in range(5_000)}}
+        ran = await http.post("/_dashboard/api/run", json={"path": "testing_fixtures:set_settings", "args": huge})
+        assert ran.status_code == 200 and ran.json()["ok"] is False, ran.text[:300]
+        calls = (await http.get("/_dashboard/api/logs")).json()["calls"]
+    failed = next(c for c in reversed(calls) if c["path"] == "testing_fixtures:set_settings")
+    assert failed["error"].startswith("ValueError: not settings")
+    assert len(failed["error"]) <= knobs.CALL_LOG_MAX_VALUE_CHARS
+    log = served.backend.call_log  # type: ignore[attr-defined]
+    spec = served.backend.registry.resolve("counters:get")
+    log.record("query", spec, {"name": "n"}, None, Outcome(value=0, log_lines=["[LOG] '" + "y" * 4096 + "'"] * 50), 0.0)
+    entry = log.since(log.last_seq - 1)[-1].to_json()
+    assert len(entry["logLines"]) == 20 and all(len(line) <= knobs.CALL_LOG_MAX_VALUE_CHARS for line in entry["logLines"])
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "BACKEND_ADMIN_KEY"}
+    environ.update(DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere", PYTHONPATH=str(ROOT), **env)
+    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=ROOT, env=environ, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_dev_refuses_a_network_address_without_opt_in() -> None:
+    for host in ("0.0.0.0", "::", "192.0.2.1"):
+        refused = _cli("dev", "--host", host, "--port", "1", "--no-seed")
+        assert refused.returncode == 1 and "--allow-remote" in refused.stderr, refused.stderr
+    # The explicit opt-in gets past the check: dev starts, and waits here on the missing database.
+    environ = {k: v for k, v in os.environ.items() if k != "BACKEND_ADMIN_KEY"}
+    environ.update(DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere", PYTHONPATH=str(ROOT))
+    dev = subprocess.Popen([sys.executable, "-m", "backend", "dev", "--host", "0.0.0.0", "--allow-remote",
+                            "--port", "1", "--no-seed"], cwd=ROOT, env=environ, stderr=subprocess.PIPE, text=True)
+    try:
+        assert dev.stderr is not None
+        first = dev.stderr.readline()
+        assert "cannot start" in first and "--allow-remote" not in first, first
+    finally:
+        dev.kill()
+        dev.wait()
+
+
+def test_serve_refuses_a_short_admin_key() -> None:
+    refused = _cli("serve", "--port", "1", BACKEND_ADMIN_KEY="hunter2")
+    assert refused.returncode == 1 and "BACKEND_ADMIN_KEY must be at least" in refused.stderr, refused.stderr
+    long_enough = _cli("serve", "--port", "1", BACKEND_ADMIN_KEY="h" * knobs.DASHBOARD_MIN_ADMIN_KEY_CHARS)
+    assert "BACKEND_ADMIN_KEY" not in long_enough.stderr and "database" in long_enough.stderr, long_enough.stderr

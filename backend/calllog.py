@@ -67,7 +67,7 @@ def finished(
         return
     call: dict[str, Any] = {
         "kind": kind,
-        "path": path,
+        "path": _cut(path),  # a refused call's path is whatever the caller sent
         "source": source.get() or None,
         "durationMs": round((time.perf_counter() - started) * 1000, 2),
         "outcome": "ok" if error is None else ("failed" if failed else "error"),

@@ -7,9 +7,11 @@ Real servers on loopback (``serve`` with an admin key, with a short one) and the
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import httpx
 import pytest
 
 from backend import knobs
+from backend.dashboard._access import login_cookie
 from backend.dashboard.demo import seed
 from backend.runner import Outcome
 from backend.testing import TestBackend
@@ -44,6 +47,17 @@ async def test_a_cookie_of_any_bytes_is_refused_not_a_crash(served: TestBackend)
             assert api.status_code == 401, (value, api.text)
             page = await http.get("/_dashboard", headers=cookie)  # type: ignore[arg-type]
             assert page.status_code in (302, 303, 307) and page.headers["location"] == "/_dashboard/login", value
+
+
+async def test_a_cookie_from_another_key_or_past_its_time_is_refused(served: TestBackend) -> None:
+    """Rotating BACKEND_ADMIN_KEY signs everyone out; an expired cookie cannot be replayed."""
+    old_key = login_cookie("r0tated-" + "q" * 40, "bob")
+    expired = login_cookie(KEY, "bob", now=time.time() - knobs.DASHBOARD_SESSION_SECONDS - 5)
+    current = login_cookie(KEY, "bob")
+    async with _client(served) as http:
+        for cookie, status in ((old_key, 401), (expired, 401), (current, 200)):
+            http.cookies.set("tw_admin", cookie)
+            assert (await http.get("/_dashboard/api/meta")).status_code == status, cookie
 
 
 async def test_a_too_deeply_nested_body_is_a_400(served: TestBackend) -> None:
@@ -101,6 +115,16 @@ async def test_each_call_log_entry_is_bounded(served: TestBackend) -> None:
     log.record("query", spec, {"name": "n"}, None, Outcome(value=0, log_lines=["[LOG] '" + "y" * 4096 + "'"] * 50), 0.0)
     entry = log.since(log.last_seq - 1)[-1].to_json()
     assert len(entry["logLines"]) == 20 and all(len(line) <= knobs.CALL_LOG_MAX_VALUE_CHARS for line in entry["logLines"])
+
+
+async def test_a_refused_call_logs_a_bounded_line(served: TestBackend, caplog: pytest.LogCaptureFixture) -> None:
+    """With every call logged (dev, or BACKEND_LOG_CALLS=all) a caller's 1 MB function path stays out of the log."""
+    caplog.set_level(logging.INFO, logger="backend.calls")
+    async with _client(served) as http:
+        refused = await http.post("/api/query", json={"path": "a:" + "x" * 1_000_000, "args": {}})
+        assert refused.status_code == 400
+    lines = [r.getMessage() for r in caplog.records if r.name == "backend.calls"]
+    assert lines and all(len(line) < 2 * knobs.CALL_LOG_MAX_VALUE_CHARS for line in lines), [len(x) for x in lines]
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

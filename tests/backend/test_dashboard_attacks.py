@@ -21,6 +21,7 @@ import pytest
 from backend import knobs
 from backend.dashboard._access import login_cookie
 from backend.dashboard.demo import seed
+from backend.errors import Unauthenticated
 from backend.runner import Outcome
 from backend.testing import TestBackend
 
@@ -58,6 +59,19 @@ async def test_a_cookie_from_another_key_or_past_its_time_is_refused(served: Tes
         for cookie, status in ((old_key, 401), (expired, 401), (current, 200)):
             http.cookies.set("tw_admin", cookie)
             assert (await http.get("/_dashboard/api/meta")).status_code == status, cookie
+
+
+async def test_no_token_subject_looks_like_an_admin(served: TestBackend) -> None:
+    """Audit rows name dashboard writes ``admin:<name>``: a token cannot pass for one by case or spacing."""
+    assert served.backend is not None
+    for subject in ("Admin:alice", "ADMIN:alice", " admin:alice", "\tadmin:alice"):
+        with pytest.raises(Unauthenticated, match="admin:"):
+            served.backend.verify_token(TestBackend.token(subject))
+    assert served.backend.verify_token(TestBackend.token("administrator")).subject == "administrator"
+    async with _client(served, **{"x-admin-key": KEY}) as http:
+        posing = await http.post("/_dashboard/api/run", json={
+            "path": "counters:whoami", "identity": {"kind": "member", "subject": "Admin:alice"}})
+        assert posing.status_code == 400 and "not an admin" in posing.json()["message"]
 
 
 async def test_a_too_deeply_nested_body_is_a_400(served: TestBackend) -> None:

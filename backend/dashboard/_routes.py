@@ -66,10 +66,16 @@ async def _guarded(request: Req, body: Callable[[Backend, _access.Admin], Awaita
 
 
 def _file(folder: Path, name: str, headers: dict[str, str]) -> Response[bytes]:
-    path = (folder / name).resolve()
-    if folder.resolve() not in path.parents or not path.is_file() or path.suffix not in _TYPES:
-        return Response(content=b"not found", status_code=404, media_type="text/plain", headers=headers)
-    return Response(content=path.read_bytes(), media_type=_TYPES[path.suffix], headers=headers)
+    """A file inside ``folder`` (after symlinks), of a known type; anything else, a NUL byte or a name too
+    long for the OS included, is 404."""
+    missing = Response(content=b"not found", status_code=404, media_type="text/plain", headers=headers)
+    try:
+        path = (folder / name).resolve()
+        if folder.resolve() not in path.parents or not path.is_file() or path.suffix not in _TYPES:
+            return missing
+        return Response(content=path.read_bytes(), media_type=_TYPES[path.suffix], headers=headers)
+    except (OSError, ValueError):
+        return missing
 
 
 # -- pages ----------------------------------------------------------------------------------------------

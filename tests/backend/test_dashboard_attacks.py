@@ -102,6 +102,29 @@ async def test_pages_cannot_be_sniffed_or_framed(served: TestBackend) -> None:
             assert "frame-ancestors 'none'" in answer.headers["content-security-policy"], path
 
 
+async def test_static_files_stay_inside_their_folder(served: TestBackend, tmp_path: Path) -> None:
+    async with _client(served) as http:
+        for path in ("/web/a%00b.js", "/_dashboard/static/a%00.js", "/web/" + "a" * 5000 + ".js",
+                     "/_dashboard/static/" + "a" * 5000 + ".js", "/web/..%2fschema.py", "/web/%2e%2e%2fREADME.md",
+                     "/web/vendor", "/web/vendor/LICENSE-convex.txt", "/_dashboard/static/..%2f_access.py"):
+            answer = await http.get(path)
+            assert answer.status_code == 404, (path[:40], answer.status_code)
+    # A link inside the folder to a file outside it is not followed out.
+    assert served.backend is not None
+    web = tmp_path / "web"
+    web.mkdir()
+    (tmp_path / "secret.js").write_text("secret")
+    (web / "app.js").write_text("ok")
+    (web / "leak.js").symlink_to(tmp_path / "secret.js")
+    served.backend.config.web_dir = web
+    try:
+        async with _client(served) as http:
+            assert (await http.get("/web/app.js")).text == "ok"
+            assert (await http.get("/web/leak.js")).status_code == 404
+    finally:
+        served.backend.config.web_dir = Path("web")
+
+
 async def test_a_short_admin_key_keeps_the_dashboard_closed() -> None:
     short = "a" * (knobs.DASHBOARD_MIN_ADMIN_KEY_CHARS - 1)
     async with TestBackend(admin_key=short, run_scheduler=False, serve=True) as tb, _client(tb) as http:

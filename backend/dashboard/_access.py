@@ -50,7 +50,7 @@ def is_loopback(request: Any) -> bool:
             return False
     except ValueError:
         return False
-    host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+    host = _hostname(request.headers.get("host", ""))
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
@@ -71,6 +71,14 @@ def admin_key(backend: Backend) -> str | None:
     """The key that opens the dashboard; None (closed) when none is set or it is too short to guard it."""
     key = backend.config.admin_key
     return key if key and key_problem(key) is None else None
+
+
+def _hostname(netloc: str) -> str:
+    """The host part of ``host[:port]``; "" when it cannot be parsed (``[::1`` makes urlsplit raise)."""
+    try:
+        return urlsplit("//" + netloc).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _sign(key: str, payload: str) -> str:
@@ -128,5 +136,9 @@ def require_same_origin(request: Any) -> None:
     if origin is None:
         return
     host = request.headers.get("host", "")
-    if origin == "null" or urlsplit(origin).netloc != host:
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # an unparsable origin (``http://[``) is no origin of ours
+        netloc = None
+    if origin == "null" or netloc != host:
         raise Forbidden("cross-origin requests to the dashboard are refused")

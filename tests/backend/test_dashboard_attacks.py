@@ -74,6 +74,16 @@ async def test_no_token_subject_looks_like_an_admin(served: TestBackend) -> None
         assert posing.status_code == 400 and "not an admin" in posing.json()["message"]
 
 
+async def test_unparsable_host_or_origin_is_refused_not_a_crash(served: TestBackend) -> None:
+    async with TestBackend(dev=True, run_scheduler=False) as dev:
+        for tb, headers in ((dev, {"host": "[::1"}), (dev, {"origin": "http://[::1"}),
+                            (served, {"origin": "http://[", "x-admin-key": KEY})):
+            async with _client(tb) as http:
+                for path in ("/_dashboard/api/meta", "/_dev/demo"):
+                    answer = await http.get(path, headers=headers)
+                    assert answer.status_code in (401, 403, 404), (headers, path, answer.status_code)
+
+
 async def test_a_too_deeply_nested_body_is_a_400(served: TestBackend) -> None:
     async with _client(served, **{"x-admin-key": KEY}) as http:
         deep = b'{"table": "venues", "eq": {"name": ' + b"[" * 100_000 + b"}}"

@@ -24,6 +24,7 @@ from backend.dashboard.demo import seed
 from backend.errors import Unauthenticated
 from backend.runner import Outcome
 from backend.testing import TestBackend
+from tests.support.sync_client import RawClient
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "k3y-" + "q" * 40
@@ -172,6 +173,21 @@ async def test_a_refused_call_logs_a_bounded_line(served: TestBackend, caplog: p
         assert refused.status_code == 400
     lines = [r.getMessage() for r in caplog.records if r.name == "backend.calls"]
     assert lines and all(len(line) < 2 * knobs.CALL_LOG_MAX_VALUE_CHARS for line in lines), [len(x) for x in lines]
+
+
+async def test_job_and_subscription_arguments_are_cut_in_the_views(served: TestBackend) -> None:
+    """A caller's megabyte of arguments, in a job it scheduled or a query it subscribed to, is not sent to
+    the dashboard on every poll."""
+    big = "z" * 1_000_000
+    await served.mutation("testing_jobs:schedule", {"key": big, "delaySeconds": 3600}, as_user="mallory")
+    async with RawClient.open(served.port) as socket, _client(served, **{"x-admin-key": KEY}) as http:
+        await socket.subscribe(("counters:get", {"name": big}))
+        jobs = (await http.get("/_dashboard/api/jobs")).json()["jobs"]
+        sessions = (await http.get("/_dashboard/api/sessions")).json()["sessions"]
+    job = next(j for j in jobs if j["path"] == "testing_jobs:record")
+    assert job["args"].startswith('{"key": "zzz') and len(job["args"]) <= 2_000
+    queries = [q for s in sessions for q in s["queries"] if q["path"] == "counters:get"]
+    assert queries and all(len(str(q["args"])) <= 2_001 for q in queries)
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -61,7 +61,7 @@ def is_loopback(request: Any) -> bool:
 
 def key_problem(key: str | None) -> str | None:
     """Why ``key`` cannot guard the dashboard (too short), or None when it can or none is set."""
-    if key is not None and len(key) < knobs.DASHBOARD_MIN_ADMIN_KEY_CHARS:
+    if key is not None and len(key.strip()) < knobs.DASHBOARD_MIN_ADMIN_KEY_CHARS:  # spaces are no secret
         return (f"BACKEND_ADMIN_KEY must be at least {knobs.DASHBOARD_MIN_ADMIN_KEY_CHARS} characters "
                 "(BACKEND_DASHBOARD_MIN_ADMIN_KEY_CHARS)")
     return None

@@ -116,8 +116,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         when = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
         text = record.getMessage()
-        if not hasattr(record, "call"):
-            text = f"{record.levelname} {record.name}: {text}"
+        if not hasattr(record, "call"):  # cut generously: a dev reload error block must stay whole
+            text = f"{record.levelname} {record.name}: {_cut(text, knobs.CALL_LOG_MAX_TRACEBACK_CHARS)}"
         if record.exc_info:
             text += "\n" + _cut(self.formatException(record.exc_info), knobs.CALL_LOG_MAX_TRACEBACK_CHARS)
         return f"{when} {text}"

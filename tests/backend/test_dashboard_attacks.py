@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from backend import knobs
+from backend.calllog import JsonFormatter, TextFormatter
 from backend.dashboard._access import login_cookie
 from backend.dashboard.demo import seed
 from backend.errors import Unauthenticated
@@ -188,6 +189,15 @@ async def test_job_and_subscription_arguments_are_cut_in_the_views(served: TestB
     assert job["args"].startswith('{"key": "zzz') and len(job["args"]) <= 2_000
     queries = [q for s in sessions for q in s["queries"] if q["path"] == "counters:get"]
     assert queries and all(len(str(q["args"])) <= 2_001 for q in queries)
+
+
+def test_other_log_records_are_cut_in_text_format_too() -> None:
+    """A record of another logger (say an unexpected error whose message repeats a request) stays bounded,
+    as the JSON format already keeps it."""
+    record = logging.LogRecord("backend", logging.ERROR, __file__, 1, "HTTP request failed: %s", ("x" * 1_000_000,),
+                               None)
+    assert len(TextFormatter().format(record)) < knobs.CALL_LOG_MAX_TRACEBACK_CHARS + 200
+    assert len(JsonFormatter().format(record)) < knobs.CALL_LOG_MAX_TRACEBACK_CHARS + 200
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -67,7 +67,7 @@ def finished(
         return
     call: dict[str, Any] = {
         "kind": kind,
-        "path": path,
+        "path": _cut(path),  # a refused call's path is whatever the caller sent
         "source": source.get() or None,
         "durationMs": round((time.perf_counter() - started) * 1000, 2),
         "outcome": "ok" if error is None else ("failed" if failed else "error"),
@@ -116,8 +116,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         when = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
         text = record.getMessage()
-        if not hasattr(record, "call"):
-            text = f"{record.levelname} {record.name}: {text}"
+        if not hasattr(record, "call"):  # cut generously: a dev reload error block must stay whole
+            text = f"{record.levelname} {record.name}: {_cut(text, knobs.CALL_LOG_MAX_TRACEBACK_CHARS)}"
         trace = _traceback_text(record)
         if trace:
             text += "\n" + trace

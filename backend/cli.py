@@ -28,6 +28,30 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
+def _is_loopback_host(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_exposure(args: argparse.Namespace) -> None:
+    """Refuse, before anything starts, a dev server on the network (it shows callers every exception's
+    message) without ``--allow-remote``, and an admin key too short to guard the dashboard."""
+    from .dashboard._access import key_problem
+
+    if args.command == "dev" and not _is_loopback_host(args.host) and not args.allow_remote:
+        raise CliError(f"dev listens on loopback only, and --host {args.host} is not loopback: dev shows every "
+                       "caller the message of each exception; pass --allow-remote to expose it anyway")
+    problem = key_problem(os.environ.get("BACKEND_ADMIN_KEY") or None)
+    if problem is not None:
+        raise CliError(problem)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -36,6 +60,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from .registry import fixtures_enabled
     from .server import Backend
 
+    _check_exposure(args)
     dev = args.command == "dev"
     config = _config(args)
     config.dev = dev
@@ -277,6 +302,10 @@ def _main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--data-dir", default=".data")
         cmd.add_argument("--no-scheduler", action="store_true", help="do not run scheduled jobs on this node")
         cmd.add_argument("--no-seed", action="store_true", help="dev: do not create demo data in an empty database")
+        if name == "dev":
+            cmd.add_argument("--allow-remote", action="store_true",
+                             help="allow a --host other than loopback (dev shows callers each exception's message; "
+                                  "the open dashboard and demo sign-in still answer loopback only)")
     migrate = commands.add_parser("migrate", help="apply pending schema changes")
     migrate.add_argument("--data-dir", default=".data")
     run = commands.add_parser("run", help="call a function and print its result")

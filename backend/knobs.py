@@ -126,6 +126,9 @@ DASHBOARD_POLL_MS = _env_int("BACKEND_DASHBOARD_POLL_MS", 1_000, 100, 60_000)
 DASHBOARD_MAX_PAGE_ROWS = _env_int("BACKEND_DASHBOARD_MAX_PAGE_ROWS", 200, 1, 8_192)
 #: Seconds a dashboard login cookie stays valid.
 DASHBOARD_SESSION_SECONDS = _env_int("BACKEND_DASHBOARD_SESSION_SECONDS", 12 * 3600, 60, 30 * 86400)
+#: Characters a ``BACKEND_ADMIN_KEY`` needs at least; a shorter key keeps the dashboard closed (and ``serve``
+#: refuses to start), since the key is all that guards it and the login form can be tried without limit.
+DASHBOARD_MIN_ADMIN_KEY_CHARS = _env_int("BACKEND_DASHBOARD_MIN_ADMIN_KEY_CHARS", 16, 1, 4096)
 #: Characters of an HTTP ``Idempotency-Key`` header (visible ASCII only).
 MAX_IDEMPOTENCY_KEY_LENGTH = _env_int("BACKEND_MAX_IDEMPOTENCY_KEY_LENGTH", 255, 16, 4096)
 #: Bytes (UTF-8) of the strings in one index entry of a document; PostgreSQL's b-tree cannot hold ~2.7 KB.

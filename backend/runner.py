@@ -206,7 +206,10 @@ class Runner:
         session: tuple[str, int] | None = None,
         allow_internal: bool = False,
         request_id: str | None = None,
+        binding: str | None = None,
     ) -> Outcome:
+        """``binding``: what else a stored result is bound to beside the identity and the function (the HTTP
+        ``Idempotency-Key`` binds the arguments' digest)."""
         started = calllog.start()
         try:
             spec = self.resolve(path, "mutation", allow_internal)
@@ -214,7 +217,8 @@ class Runner:
         except BackendError as error:
             self._refused(started, "mutation", path, error)
             raise
-        return await self.execute_mutation(spec, kwargs, identity, session=session, request_id=request_id)
+        return await self.execute_mutation(spec, kwargs, identity, session=session, request_id=request_id,
+                                           binding=binding)
 
     async def execute_mutation(
         self,
@@ -226,6 +230,7 @@ class Runner:
         request_id: str | None = None,
         before_commit: Callable[[Txn], Awaitable[None]] | None = None,
         fresh_session: bool = False,
+        binding: str | None = None,
     ) -> Outcome:
         """``fresh_session``: the socket is its session's first, so nothing can have been stored for it yet
         and the first attempt skips the replay lookup (the stored row's primary key still catches a
@@ -234,7 +239,7 @@ class Runner:
         try:
             outcome = await self._execute_mutation(
                 spec, kwargs, identity, session=session, request_id=request_id, before_commit=before_commit,
-                fresh_session=fresh_session,
+                fresh_session=fresh_session, binding=binding,
             )
         except Exception as error:
             calllog.raised(started, "mutation", spec.path, error, expose=self.expose_errors)
@@ -255,6 +260,7 @@ class Runner:
         request_id: str | None,
         before_commit: Callable[[Txn], Awaitable[None]] | None,
         fresh_session: bool,
+        binding: str | None,
     ) -> Outcome:
         attempt = 0
         unique_retries = 0
@@ -266,13 +272,13 @@ class Runner:
                 if lane is None:
                     outcome = await self._attempt(
                         spec, kwargs, identity, collector, session, request_id, before_commit,
-                        lookup=not (fresh_session and attempt == 1),
+                        lookup=not (fresh_session and attempt == 1), binding=binding,
                     )
                 else:
                     async with lane:
                         outcome = await self._attempt(
                             spec, kwargs, identity, collector, session, request_id, before_commit,
-                            lookup=not (fresh_session and attempt == 1),
+                            lookup=not (fresh_session and attempt == 1), binding=binding,
                         )
             except _RETRYABLE as error:
                 if attempt >= knobs.MUTATION_MAX_ATTEMPTS:
@@ -308,14 +314,16 @@ class Runner:
         before_commit: Callable[[Txn], Awaitable[None]] | None,
         *,
         lookup: bool = True,
+        binding: str | None = None,
     ) -> Outcome:
+        bound = spec.path if binding is None else f"{spec.path}#{binding}"  # what a stored result answers
         async with self.gate.acquire(identity) as conn:
             if session is not None and lookup:
                 # Looked up before the transaction, not inside it: a SERIALIZABLE read here would put a
                 # predicate lock on the index page other sessions insert their results into, and abort them
                 # (measured in bench/: 3x fewer mutations/s). A replay racing its first run is caught by the
                 # primary key of _session_requests instead; its retry then finds the stored result here.
-                stored = await _stored_result(conn, session, identity, spec.path)
+                stored = await _stored_result(conn, session, identity, bound)
                 if stored is not None:
                     return stored
             failure: Outcome | None = None
@@ -355,7 +363,7 @@ class Runner:
                             "function_path) VALUES ($2, $3, $4, $5, $6, $7)",
                             encode_keys(txn.written_keys()),
                             session[0], session[1], msgspec.json.encode(value), msgspec.json.encode(lines),
-                            _caller_key(identity), spec.path,
+                            _caller_key(identity), bound,
                         )
                     elif wrote:
                         await conn.execute(
@@ -367,14 +375,14 @@ class Runner:
                             "INSERT INTO _session_requests (session_id, request_id, result, log_lines, identity, "
                             "function_path) VALUES ($1, $2, $3, $4, $5, $6)",
                             session[0], session[1], msgspec.json.encode(value), msgspec.json.encode(lines),
-                            _caller_key(identity), spec.path,
+                            _caller_key(identity), bound,
                         )
             except _Rollback:
                 assert failure is not None
                 if session is not None:
                     # The same request may have committed on another socket meanwhile (a reconnect racing a
                     # half-open old socket): then its stored result is the answer, not this run's failure.
-                    stored = await _stored_result(conn, session, identity, spec.path)
+                    stored = await _stored_result(conn, session, identity, bound)
                     if stored is not None:
                         return stored
                 return failure

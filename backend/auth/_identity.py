@@ -96,8 +96,9 @@ class UserIdentity(msgspec.Struct, frozen=True, kw_only=True):
             raise AuthFailed("MissingSubject", "token has no sub claim; a subject is required")
         if not isinstance(sub, str) or not sub:
             raise AuthFailed("MissingSubject", "token sub claim must be a non-empty string")
-        if sub.startswith(RESERVED_SUBJECT_PREFIX):
-            # Audit rows name dashboard writes ``admin:<name>``; no token may claim to be one.
+        if sub.lstrip().casefold().startswith(RESERVED_SUBJECT_PREFIX):
+            # Audit rows name dashboard writes ``admin:<name>``; no token may claim to be one, nor look like
+            # one to a reader of the audit trail (``Admin:alice``, `` admin:alice``).
             raise AuthFailed("MalformedToken", f"token sub claim must not start with {RESERVED_SUBJECT_PREFIX!r}")
         iss = payload.get("iss")
         if iss is not None and not isinstance(iss, str):

@@ -23,7 +23,8 @@ from ._identity import clean_admin_name
 if TYPE_CHECKING:
     from ..server import Backend
 
-__all__ = ["COOKIE", "NAME_COOKIE", "Admin", "is_loopback", "login_cookie", "require_admin", "require_same_origin"]
+__all__ = ["COOKIE", "NAME_COOKIE", "Admin", "admin_key", "is_loopback", "key_problem", "login_cookie", "require_admin",
+           "require_same_origin"]
 
 COOKIE = "tw_admin"
 NAME_COOKIE = "tw_admin_name"
@@ -49,13 +50,35 @@ def is_loopback(request: Any) -> bool:
             return False
     except ValueError:
         return False
-    host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+    host = _hostname(request.headers.get("host", ""))
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def key_problem(key: str | None) -> str | None:
+    """Why ``key`` cannot guard the dashboard (too short), or None when it can or none is set."""
+    if key is not None and len(key.strip()) < knobs.DASHBOARD_MIN_ADMIN_KEY_CHARS:  # spaces are no secret
+        return (f"BACKEND_ADMIN_KEY must be at least {knobs.DASHBOARD_MIN_ADMIN_KEY_CHARS} characters "
+                "(BACKEND_DASHBOARD_MIN_ADMIN_KEY_CHARS)")
+    return None
+
+
+def admin_key(backend: Backend) -> str | None:
+    """The key that opens the dashboard; None (closed) when none is set or it is too short to guard it."""
+    key = backend.config.admin_key
+    return key if key and key_problem(key) is None else None
+
+
+def _hostname(netloc: str) -> str:
+    """The host part of ``host[:port]``; "" when it cannot be parsed (``[::1`` makes urlsplit raise)."""
+    try:
+        return urlsplit("//" + netloc).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _sign(key: str, payload: str) -> str:
@@ -71,7 +94,8 @@ def login_cookie(key: str, name: str, now: float | None = None) -> str:
 def _cookie_admin(key: str, value: str) -> str | None:
     payload, _, signature = value.rpartition(".")  # name.expiry.signature
     name, _, expiry = payload.rpartition(".")
-    if not name or not expiry.isdigit() or not signature:
+    # A header may carry any latin-1 text; compare_digest takes only ASCII strings.
+    if not name or not expiry.isascii() or not expiry.isdigit() or not signature or not signature.isascii():
         return None
     if not hmac.compare_digest(_sign(key, payload), signature):
         return None
@@ -83,7 +107,7 @@ def _cookie_admin(key: str, value: str) -> str | None:
 def require_admin(backend: Backend, request: Any) -> Admin:
     """The admin making this request, or ``Unauthenticated`` (401)."""
     config = backend.config
-    key = config.admin_key
+    key = admin_key(backend)
     if key:
         offered = request.headers.get(HEADER)
         if offered is not None:
@@ -98,7 +122,8 @@ def require_admin(backend: Backend, request: Any) -> Admin:
     if config.dev and is_loopback(request):
         return Admin(clean_admin_name(request.cookies.get(NAME_COOKIE) or "dev"), "dev")
     if not key:
-        raise Unauthenticated("the dashboard is closed: start the server with BACKEND_ADMIN_KEY set")
+        problem = key_problem(config.admin_key) if config.admin_key else None
+        raise Unauthenticated(f"the dashboard is closed: {problem or 'start the server with BACKEND_ADMIN_KEY set'}")
     raise Unauthenticated("sign in with the admin key (BACKEND_ADMIN_KEY)")
 
 
@@ -111,5 +136,9 @@ def require_same_origin(request: Any) -> None:
     if origin is None:
         return
     host = request.headers.get("host", "")
-    if origin == "null" or urlsplit(origin).netloc != host:
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # an unparsable origin (``http://[``) is no origin of ours
+        netloc = None
+    if origin == "null" or netloc != host:
         raise Forbidden("cross-origin requests to the dashboard are refused")

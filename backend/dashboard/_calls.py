@@ -2,7 +2,8 @@
 
 The runner reports every run (queries re-run by the hub included) through ``Runner.on_call``; the dashboard
 polls ``since(seq)`` for what is new. Memory is bounded by ``knobs.DASHBOARD_CALL_LOG_SIZE`` records, each
-holding at most a few kilobytes of arguments and log lines.
+holding at most a few kilobytes: arguments, error text, actor and every log line are cut (the error text of
+a failing function may repeat whatever a caller sent).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from .. import knobs
 from ..errors import AppError, BackendError
 from ..validators import camel
 
@@ -43,12 +45,16 @@ class CallRecord:
                 "logLines": list(self.log_lines), "ms": round(self.ms, 3)}
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _error_text(error: BaseException | None) -> str | None:
     if error is None:
         return None
     if isinstance(error, AppError | BackendError):
-        return f"{type(error).__name__}: {error.message}"
-    return f"{type(error).__name__}: {error}"
+        return _cut(f"{type(error).__name__}: {error.message}", knobs.CALL_LOG_MAX_VALUE_CHARS)
+    return _cut(f"{type(error).__name__}: {error}", knobs.CALL_LOG_MAX_VALUE_CHARS)
 
 
 def _args_text(kwargs: dict[str, Any]) -> str:
@@ -57,7 +63,7 @@ def _args_text(kwargs: dict[str, Any]) -> str:
         text = msgspec.json.encode({camel(k): v for k, v in kwargs.items()}, enc_hook=str).decode()
     except (TypeError, msgspec.EncodeError):
         text = repr(kwargs)
-    return text if len(text) <= _MAX_ARGS_CHARS else text[: _MAX_ARGS_CHARS - 1] + "…"
+    return _cut(text, _MAX_ARGS_CHARS)
 
 
 class CallLog:
@@ -73,11 +79,12 @@ class CallLog:
 
     def record(self, kind: str, spec: Any, kwargs: dict[str, Any], identity: Any, outcome: Any, seconds: float) -> None:
         self._seq += 1
-        actor = None if identity is None else (getattr(identity, "actor", None) or identity.subject)
+        actor = None if identity is None else _cut(getattr(identity, "actor", None) or identity.subject, 200)
         self._records.append(CallRecord(
             seq=self._seq, at=time.time(), kind=kind, path=spec.path, args=_args_text(kwargs), actor=actor,
             tenant=outcome.tenant, ok=outcome.error is None, error=_error_text(outcome.error),
-            log_lines=tuple(outcome.log_lines[:_MAX_LINES]), ms=seconds * 1000.0,
+            log_lines=tuple(_cut(line, knobs.CALL_LOG_MAX_VALUE_CHARS) for line in outcome.log_lines[:_MAX_LINES]),
+            ms=seconds * 1000.0,
         ))
 
     def since(self, seq: int, *, tenant: str | None = None, limit: int = 200) -> list[CallRecord]:

@@ -24,6 +24,9 @@ __all__ = ["jobs", "members", "rows", "sessions", "table_listing", "tenants"]
 
 _INTEGER = ("integer", "bigint", "smallint")
 _TAIL = ("_creationTime", "_id")  # every index ends with these; filters name the fields before them
+# A job's or a subscription's arguments (and a job's error) are whatever a caller sent, up to megabytes; the
+# views poll every second, so each value is cut to this many characters.
+_MAX_VALUE_CHARS = 2_000
 
 
 def table_listing(backend: Backend) -> list[dict[str, Any]]:
@@ -166,6 +169,15 @@ def _subscription_args(args_key: bytes) -> Any:
     return msgspec.json.decode(args_key)
 
 
+def _shown_args(encoded: bytes) -> Any:
+    """A subscription's arguments, or the start of their JSON text when they are long."""
+    if encoded.startswith(b"!"):  # refused before it ran: keyed by its error
+        return None
+    if len(encoded) <= _MAX_VALUE_CHARS:
+        return msgspec.json.decode(encoded)
+    return encoded[:_MAX_VALUE_CHARS].decode(errors="ignore") + "…"
+
+
 def sessions(backend: Backend, tenant: str | None) -> dict[str, Any]:
     """Live sync sessions with their subscriptions (re-run counts), and the hub's totals.
 
@@ -175,10 +187,10 @@ def sessions(backend: Backend, tenant: str | None) -> dict[str, Any]:
     for session in list(backend.sessions):
         sub = getattr(session, "sub", None)
         queries = [] if sub is None else [
-            {"queryId": qid, "path": inst.key[0], "args": args, "runs": inst.runs,
+            {"queryId": qid, "path": inst.key[0], "args": _shown_args(inst.key[1]), "runs": inst.runs,
              "subscribers": len(inst.subscribers)}
             for qid, inst in sorted(sub.queries.items())
-            if _mentions(args := _subscription_args(inst.key[1]), tenant)
+            if _mentions(_subscription_args(inst.key[1]), tenant)
         ]
         if tenant is not None and not queries:
             continue
@@ -193,15 +205,16 @@ def sessions(backend: Backend, tenant: str | None) -> dict[str, Any]:
 async def jobs(backend: Backend, tenant: str | None) -> dict[str, Any]:
     """Recent and pending scheduled jobs (newest first) and every cron with its next and last run."""
     assert backend.pool is not None
+    columns = ("id, function_path, left(args::text, $1) AS args, kind, status, attempts, run_at, tenant, subject, "
+               "cron_name, left(error, $1) AS error, completed_at")
     async with backend.pool.acquire() as conn:
         if tenant is None:
-            found = await conn.fetch(
-                "SELECT id, function_path, args::text, kind, status, attempts, run_at, tenant, subject, cron_name, "
-                "error, completed_at FROM _scheduled_jobs ORDER BY run_at DESC LIMIT 100")
+            found = await conn.fetch(f"SELECT {columns} FROM _scheduled_jobs ORDER BY run_at DESC LIMIT 100",
+                                     _MAX_VALUE_CHARS)
         else:
             found = await conn.fetch(
-                "SELECT id, function_path, args::text, kind, status, attempts, run_at, tenant, subject, cron_name, "
-                "error, completed_at FROM _scheduled_jobs WHERE tenant = $1 ORDER BY run_at DESC LIMIT 100", tenant)
+                f"SELECT {columns} FROM _scheduled_jobs WHERE tenant = $2 ORDER BY run_at DESC LIMIT 100",
+                _MAX_VALUE_CHARS, tenant)
         counts = await conn.fetch("SELECT status, count(*) AS n FROM _scheduled_jobs GROUP BY status")
         crons = await conn.fetch(
             "SELECT name, function_path, kind, schedule::text, next_run, last_run FROM _crons ORDER BY name")

@@ -36,7 +36,7 @@ def admin_identity(admin: str, as_subject: str | None = None) -> AdminIdentity:
     """The admin itself (subject ``admin:<name>``), or acting as the member with subject ``as_subject``."""
     actor = RESERVED_SUBJECT_PREFIX + admin
     subject = as_subject or actor
-    if as_subject is not None and (not as_subject.strip() or as_subject.startswith(RESERVED_SUBJECT_PREFIX)):
+    if as_subject is not None and (not as_subject.strip() or as_subject.lstrip().casefold().startswith(RESERVED_SUBJECT_PREFIX)):
         raise InvalidArgs("$.identity.subject: a member's subject, not empty and not an admin")
     return AdminIdentity(
         subject=subject, issuer=ADMIN_ISSUER, token_identifier=f"{ADMIN_ISSUER}|{actor}|{subject}",

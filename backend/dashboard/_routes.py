@@ -33,6 +33,16 @@ STATIC = Path(__file__).parent / "static"
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png", ".map": "application/json"}
 _NO_STORE = {"cache-control": "no-store"}
+# No sniffing a file into another type, no framing (clickjacking the function runner or the booking buttons),
+# and for the dashboard only its own scripts, styles and API: an injected tag could neither run nor call out.
+_WEB_HEADERS = {**_NO_STORE, "x-content-type-options": "nosniff", "x-frame-options": "DENY",
+                "content-security-policy": "frame-ancestors 'none'; object-src 'none'; base-uri 'none'"}
+_DASHBOARD_HEADERS = {
+    **_WEB_HEADERS, "referrer-policy": "no-referrer",
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+}
 
 Req = Request[Any, Any, Any]
 
@@ -48,16 +58,24 @@ async def _guarded(request: Req, body: Callable[[Backend, _access.Admin], Awaita
         # Every API answer is data and every POST may write: none for pages of another origin.
         _access.require_same_origin(request)
         admin = _access.require_admin(backend, request)
-        return json_response(await body(backend, admin))
+        response = json_response(await body(backend, admin))
     except (BackendError, AppError) as error:
-        return error_response(error)
+        response = error_response(error)
+    response.headers.update(_DASHBOARD_HEADERS)
+    return response
 
 
-def _file(folder: Path, name: str) -> Response[bytes]:
-    path = (folder / name).resolve()
-    if folder.resolve() not in path.parents or not path.is_file() or path.suffix not in _TYPES:
-        return Response(content=b"not found", status_code=404, media_type="text/plain")
-    return Response(content=path.read_bytes(), media_type=_TYPES[path.suffix], headers=_NO_STORE)
+def _file(folder: Path, name: str, headers: dict[str, str]) -> Response[bytes]:
+    """A file inside ``folder`` (after symlinks), of a known type; anything else, a NUL byte or a name too
+    long for the OS included, is 404."""
+    missing = Response(content=b"not found", status_code=404, media_type="text/plain", headers=headers)
+    try:
+        path = (folder / name).resolve()
+        if folder.resolve() not in path.parents or not path.is_file() or path.suffix not in _TYPES:
+            return missing
+        return Response(content=path.read_bytes(), media_type=_TYPES[path.suffix], headers=headers)
+    except (OSError, ValueError):
+        return missing
 
 
 # -- pages ----------------------------------------------------------------------------------------------
@@ -69,23 +87,26 @@ async def dashboard_page(request: Req) -> Response[Any]:
         _access.require_admin(_backend(request), request)
     except BackendError:
         return Redirect("/_dashboard/login")
-    return _file(STATIC, "index.html")
+    return _file(STATIC, "index.html", _DASHBOARD_HEADERS)
 
 
 @get("/_dashboard/static/{name:str}", include_in_schema=False)
 async def dashboard_static(name: str) -> Response[bytes]:
-    return _file(STATIC, name)
+    return _file(STATIC, name, _DASHBOARD_HEADERS)
 
 
 def _login_page(message: str = "", status: int = 200) -> Response[bytes]:
     page = (STATIC / "login.html").read_text().replace("{{message}}", message)
-    return Response(content=page.encode(), status_code=status, media_type=_TYPES[".html"], headers=_NO_STORE)
+    return Response(content=page.encode(), status_code=status, media_type=_TYPES[".html"], headers=_DASHBOARD_HEADERS)
 
 
 @get("/_dashboard/login", include_in_schema=False)
 async def login_page(request: Req) -> Response[bytes]:
-    closed = not _backend(request).config.admin_key
-    return _login_page("The dashboard is closed: start the server with BACKEND_ADMIN_KEY set." if closed else "")
+    backend = _backend(request)
+    if _access.admin_key(backend) is not None:
+        return _login_page()
+    problem = _access.key_problem(backend.config.admin_key) if backend.config.admin_key else None
+    return _login_page(f"The dashboard is closed: {problem or 'start the server with BACKEND_ADMIN_KEY set'}.")
 
 
 @post("/_dashboard/login", include_in_schema=False, status_code=200)
@@ -96,7 +117,7 @@ async def login(request: Req) -> Response[Any]:
     except BackendError as error:
         return error_response(error)
     form = await request.form()
-    key = backend.config.admin_key
+    key = _access.admin_key(backend)
     offered = str(form.get("key") or "")
     if not key or not hmac.compare_digest(offered.encode(), key.encode()):
         return _login_page("That is not the admin key.", 401)
@@ -150,6 +171,8 @@ def _decode(body: bytes, kind: type[Any]) -> Any:
         raise InvalidRequest(f"malformed request: {error}") from None
     except msgspec.DecodeError:
         raise InvalidRequest("malformed request: the body is not valid JSON") from None
+    except RecursionError:  # the JSON decoder's own nesting bound
+        raise InvalidRequest(f"malformed request: values may nest at most {knobs.MAX_VALUE_DEPTH} levels deep") from None
 
 
 @get("/_dashboard/api/meta", include_in_schema=False)
@@ -267,7 +290,7 @@ async def web_index(request: Req) -> Response[bytes]:
     folder = _web_dir(request)
     if folder is None:
         return Response(content=b"no web app here; the dashboard is at /_dashboard", media_type="text/plain")
-    return _file(folder, "index.html")
+    return _file(folder, "index.html", _WEB_HEADERS)
 
 
 @get("/web/{name:path}", include_in_schema=False)
@@ -275,7 +298,7 @@ async def web_files(request: Req, name: str) -> Response[bytes]:
     folder = _web_dir(request)
     if folder is None:
         return Response(content=b"not found", status_code=404, media_type="text/plain")
-    return _file(folder, name.lstrip("/"))
+    return _file(folder, name.lstrip("/"), _WEB_HEADERS)
 
 
 def _dev_only(request: Req) -> None:

@@ -14,7 +14,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .. import calllog, knobs
 from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated, Unavailable
-from ._idempotency import HEADER, idempotency_key, idempotent_session, name_the_header
+from ._idempotency import HEADER, args_binding, idempotency_key, idempotent_session, name_the_header
 from ._peer import WithPeer
 from ._responses import error_response, json_response, outcome_response
 
@@ -104,7 +104,8 @@ async def _call(request: Request[Any, Any, Any], kind: str, path: str, args: Any
             outcome = await runner.query(path, args, identity)
         elif kind == "mutation" and key is not None:
             outcome = name_the_header(await runner.mutation(
-                path, args, identity, session=idempotent_session(key), request_id=f"{HEADER}:{key}"))
+                path, args, identity, session=idempotent_session(key), request_id=f"{HEADER}:{key}",
+                binding=args_binding(args)))
         elif kind == "mutation":
             outcome = await runner.mutation(path, args, identity)
         else:

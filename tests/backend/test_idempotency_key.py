@@ -95,6 +95,24 @@ async def test_the_key_is_bound_to_identity_and_function(tb: TestBackend, world:
     assert await tb.query("counters:get", {"name": name}) == 7
 
 
+async def test_the_key_is_bound_to_the_arguments(tb: TestBackend) -> None:
+    """One key cannot stand for two requests: reused with other arguments (another counter here, another
+    business in the booking app) it is refused rather than answered with the first request's result."""
+    key = str(uuid.uuid4())
+    first, second = (f"idem-args-{i}-{uuid.uuid4().hex[:8]}" for i in range(2))
+    done = await post(tb, "/api/mutation", {"path": "counters:increment", "args": {"name": first, "by": 2}},
+                      key=key, subject="alice")
+    assert done.json()["value"] == 2.0
+    reordered = await post(tb, "/api/mutation", {"path": "counters:increment", "args": {"by": 2, "name": first}},
+                           key=key, subject="alice")
+    assert reordered.status_code == 200 and reordered.json()["value"] == 2.0  # the same request: a replay
+    other = await post(tb, "/api/mutation", {"path": "counters:increment", "args": {"name": second, "by": 2}},
+                       key=key, subject="alice")
+    assert other.status_code == 422 and "arguments" in other.json()["message"], other.text
+    assert await tb.query("counters:get", {"name": first}) == 2
+    assert await tb.query("counters:get", {"name": second}) == 0
+
+
 @pytest.mark.parametrize("key", ["", "k" * 256, "caf\u00e9", "tab\there", "two words"])
 async def test_malformed_keys_are_refused(tb: TestBackend, key: str) -> None:
     name = f"badkey-{uuid.uuid4().hex[:8]}"

@@ -225,6 +225,10 @@ class Worker:
                 outcome, value, error = await asyncio.wait_for(self.mutate(path, args), OP_TIMEOUT)
             except TimeoutError:
                 outcome, value, error = "unknown", None, f"no answer within {OP_TIMEOUT:g}s"
+            except (ConnectionError, OSError) as lost:  # the client process itself went away
+                op.finish("unknown", None, repr(lost))
+                self.history.incidents.append(f"{self.name}: the client stopped: {lost!r}")
+                return
             op.finish(outcome, value, error)  # type: ignore[arg-type]
             if outcome == "ok" and kind == "book":
                 studio.bookings.append(value["bookingId"])
@@ -485,6 +489,10 @@ async def test_no_anomalies_under_faults(tmp_path: Path) -> None:
         await settled_views(workers, studio, facts)
         anomalies = check(history, facts)
         print(summary(history, anomalies))
+        for node in nodes:  # faults make nodes log; these figures say how loudly (not judged)
+            text = node.errors()
+            errors = sum(1 for line in text.splitlines() if line.startswith("ERROR"))
+            print(f"node {node.port}: {node.starts} starts, {errors} error lines, {text.count('Traceback')} tracebacks, {len(text)} bytes of log")
         assert not anomalies, summary(history, anomalies)
         assert len(history.ops) > 50, "too few operations ran to judge anything"
         assert all(op.outcome != "pending" for op in history.ops)
@@ -492,6 +500,55 @@ async def test_no_anomalies_under_faults(tmp_path: Path) -> None:
         for worker in workers:
             with contextlib.suppress(Exception):
                 await worker.stop()
+        for node in nodes:
+            node.stop()
+        await asyncio.to_thread(pg.close)
+
+
+# -- the commit wake-up across nodes survives a PostgreSQL restart ---------------------------------------
+
+WAKE_UP_BOUND = 2.0  # seconds; the hub's fallback poll is slower, so only a working wake-up meets it
+
+
+async def _cross_node_delay(one: NodeProcess, two: NodeProcess, name: str) -> float:
+    """Seconds from a mutation's response on node one until a subscriber on node two sees its effect."""
+    async with AsyncClient(two.url) as watcher, httpx.AsyncClient() as http:
+        seen: asyncio.Queue[Any] = asyncio.Queue()
+        watcher.subscribe("counters:get", {"name": name}).on_update(seen.put_nowait)
+        before = await asyncio.wait_for(seen.get(), 15)
+        response = await http.post(f"{one.url}/api/mutation", timeout=15, json={
+            "path": "counters:increment", "args": {"name": name}, "format": "json"})
+        assert response.json()["status"] == "success", response.text
+        started = time.monotonic()
+        while (await asyncio.wait_for(seen.get(), 15)) == before:
+            pass
+        return time.monotonic() - started
+
+
+@pytest.mark.xfail(strict=False, reason="the hub opens its NOTIFY listener and notifier connections once and "
+                                        "never again: after a restart other nodes wait for the fallback poll, and "
+                                        "each local commit logs a 'commit wake-up failed' traceback")
+async def test_nodes_wake_each_other_again_after_postgres_restarts(tmp_path: Path) -> None:
+    pg = await asyncio.to_thread(OwnPostgres, tmp_path / "pg")
+    nodes: list[NodeProcess] = []
+    try:
+        database = pg.url
+        env = {"BACKEND_JWT_SECRET": SECRET, "BACKEND_LOG_LEVEL": "WARNING", "BACKEND_TEST_FUNCTIONS": "1"}
+        nodes = [NodeProcess(database, tmp_path, env) for _ in range(2)]
+        for node in nodes:
+            node.start()
+            await node.wait_healthy()
+        one, two = nodes
+        assert await _cross_node_delay(one, two, "before") < WAKE_UP_BOUND  # the bound holds without faults
+        await asyncio.to_thread(pg.restart, "fast")
+        for node in nodes:
+            await node.wait_healthy()
+        log_from = [len(node.errors()) for node in nodes]
+        delays = [await _cross_node_delay(a, b, f"after-{i}") for i, (a, b) in enumerate([(one, two), (two, one)] * 2)]
+        assert max(delays) < WAKE_UP_BOUND, f"after the restart commits reached the other node after {delays}"
+        logged = [node.errors()[start:] for node, start in zip(nodes, log_from, strict=True)]
+        assert not any("Traceback" in text for text in logged), logged[0][-2000:] + logged[1][-2000:]
+    finally:
         for node in nodes:
             node.stop()
         await asyncio.to_thread(pg.close)

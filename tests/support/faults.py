@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +47,15 @@ class OwnPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _ctl(self, *args: str, timeout: float = 60) -> None:
-        subprocess.run([str(self._bin / "pg_ctl"), "-D", str(self.pgdata), "-w", *args], check=True,
-                       user=self._user, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def _ctl(self, *args: str, timeout: float = 90) -> None:
+        # Output to a file, not a pipe: the server pg_ctl starts would inherit the pipe and hold it open.
+        with tempfile.TemporaryFile("w+") as out:
+            done = subprocess.run(
+                [str(self._bin / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", str(int(timeout)), *args],
+                user=self._user, timeout=timeout + 10, stdout=out, stderr=out, text=True)
+            if done.returncode != 0:
+                out.seek(0)
+                raise RuntimeError(f"pg_ctl {' '.join(args)} failed ({done.returncode}): {out.read()[-2000:]}")
 
     def start(self) -> None:
         options = (f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c fsync=off -c max_connections=200 "

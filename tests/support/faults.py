@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,12 +30,15 @@ ROOT = Path(__file__).resolve().parents[2]
 class OwnPostgres:
     """A PostgreSQL server only this test uses, restartable on the same port."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self) -> None:
         import pgserver
 
-        self.folder = folder
-        self.pgdata = folder / "pgdata"
-        self.pgdata.mkdir(parents=True, exist_ok=True)
+        # Not under pytest's tmp_path: a later pytest session on this machine makes /tmp/pytest-of-<user>
+        # private again (0700), and the server runs as another user when we are root.
+        self.folder = Path(tempfile.mkdtemp(prefix="tidewater-faults-"))
+        self.folder.chmod(0o755)
+        self.pgdata = self.folder / "pgdata"
+        self.pgdata.mkdir()
         self.port = free_port()
         # pgserver runs initdb (as an unprivileged user when we are root) and starts a socket-only server
         self._server = pgserver.get_server(str(self.pgdata), cleanup_mode=None)  # type: ignore[attr-defined,unused-ignore]
@@ -72,6 +76,7 @@ class OwnPostgres:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass

@@ -218,7 +218,7 @@ def _reasons(ops: Iterable[Op]) -> Counter[str]:
         if op.outcome in ("fail", "unknown"):
             text = op.error or ""
             code = re.search(r"'code': '([a-z_]+)'", text)
-            reasons[f"{op.outcome}:{code.group(1) if code else text[:60]}"] += 1
+            reasons[f"{op.outcome}:{code.group(1) if code else text.splitlines()[0][:60] if text else '?'}"] += 1
     return reasons
 
 

@@ -40,6 +40,7 @@ QUIET = 0.3  # seconds of silence after which an open socket counts as waiting, 
 ANSWER_TIMEOUT = 5.0  # no single step may take longer
 RSS_GROWTH_LIMIT = 150 * 1024 * 1024  # bytes the server may grow by over a whole property
 EXAMPLES = 200
+PROBE_REQUEST = 987_654_321  # a request id the generated messages do not use
 LOG_LIMIT = 16 * 1024  # bytes of server log one example may cause
 
 PATHS = ["counters:get", "counters:increment", "counters:range", "counters:whoami", "counters:add_later",
@@ -159,6 +160,16 @@ def exercise(node: NodeProcess, frames: list[str | bytes]) -> list[dict[str, Any
                 except TimeoutError:
                     break  # the server is waiting for more: it answered what needed an answer
                 received.append(json.loads(raw))
+            # Still open (so a Connect was accepted): the session must still answer a well-formed request.
+                ws.send(encode({"type": "Mutation", "requestId": PROBE_REQUEST, "udfPath": "counters:increment",
+                                "args": [{"name": "fuzz-probe"}]}))
+                while True:
+                    message = read(ws)
+                    received.append(message)
+                    if message["type"] == "MutationResponse" and message["requestId"] == PROBE_REQUEST:
+                        break
+        except TimeoutError:
+            raise AssertionError(f"an open socket stopped answering after {frames!r:.2000}") from None
         except ConnectionClosed as closed:
             code, reason = (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd is not None else (None, "")
             assert closed.rcvd is not None, f"the server dropped the connection without a close frame: {closed}"
@@ -312,8 +323,9 @@ def nested(depth: int) -> str:
     return opens + '"x"' + closes
 
 
-@pytest.mark.xfail(strict=False, reason="deep nesting raises RecursionError in the hub's apply step and logs "
-                                        "an unbounded traceback (being fixed with the hub rework)")
+@pytest.mark.xfail(strict=False, reason="deep nesting raises RecursionError: a query's in the hub, a mutation's "
+                                        "in the session (closed 1011), an action's is never answered; each logs a "
+                                        "~220 KB traceback (being fixed with the hub and input-validation work)")
 @settings(KNOWN_FAILING, max_examples=15)
 @given(depth=st.integers(min_value=100, max_value=3000),
        kind=st.sampled_from(["query", "mutation", "action"]))

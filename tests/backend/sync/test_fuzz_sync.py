@@ -36,7 +36,7 @@ PATH = "/api/1.48.0/sync"
 CLEAN_CLOSES = {1000, 1002, 1003, 1007, 1008, 1009, 1013}
 # 1011 is the protocol's "reconnect later" only for a maxObservedTimestamp ahead of the deployment.
 CLEAN_1011 = "InternalServerError: maxObservedTimestamp"
-QUIET = 0.3  # seconds of silence after which an open socket counts as waiting, not hung
+QUIET = 0.2  # seconds of silence after which an open socket counts as waiting, not hung
 ANSWER_TIMEOUT = 5.0  # no single step may take longer
 RSS_GROWTH_LIMIT = 150 * 1024 * 1024  # bytes the server may grow by over a whole property
 EXAMPLES = 200
@@ -161,13 +161,13 @@ def exercise(node: NodeProcess, frames: list[str | bytes]) -> list[dict[str, Any
                     break  # the server is waiting for more: it answered what needed an answer
                 received.append(json.loads(raw))
             # Still open (so a Connect was accepted): the session must still answer a well-formed request.
-                ws.send(encode({"type": "Mutation", "requestId": PROBE_REQUEST, "udfPath": "counters:increment",
-                                "args": [{"name": "fuzz-probe"}]}))
-                while True:
-                    message = read(ws)
-                    received.append(message)
-                    if message["type"] == "MutationResponse" and message["requestId"] == PROBE_REQUEST:
-                        break
+            ws.send(encode({"type": "Mutation", "requestId": PROBE_REQUEST, "udfPath": "counters:increment",
+                            "args": [{"name": "fuzz-probe"}]}))
+            while True:
+                message = read(ws)
+                received.append(message)
+                if message["type"] == "MutationResponse" and message["requestId"] == PROBE_REQUEST:
+                    break
         except TimeoutError:
             raise AssertionError(f"an open socket stopped answering after {frames!r:.2000}") from None
         except ConnectionClosed as closed:
@@ -299,7 +299,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, databas
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
 # For properties marked xfail: a known failure need not be shrunk again on every run (drop with the mark).
-KNOWN_FAILING = settings(FUZZ, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+KNOWN_FAILING = settings(FUZZ, phases=[Phase.explicit, Phase.reuse, Phase.generate], report_multiple_bugs=False)
 
 
 # -- properties ------------------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ def nested(depth: int) -> str:
 @pytest.mark.xfail(strict=False, reason="deep nesting raises RecursionError: a query's in the hub, a mutation's "
                                         "in the session (closed 1011), an action's is never answered; each logs a "
                                         "~220 KB traceback (being fixed with the hub and input-validation work)")
-@settings(KNOWN_FAILING, max_examples=15)
+@settings(KNOWN_FAILING, max_examples=10)
 @given(depth=st.integers(min_value=100, max_value=3000),
        kind=st.sampled_from(["query", "mutation", "action"]))
 def test_deeply_nested_arguments_fail_only_their_own_request(
@@ -412,7 +412,7 @@ def test_query_set_changes_apply_in_message_order(
 
 
 @pytest.mark.xfail(strict=False, reason="session ids need not be UUIDs yet (being fixed in the session rework)")
-@settings(KNOWN_FAILING, max_examples=20)
+@settings(KNOWN_FAILING, max_examples=10)
 @given(session=st.text(min_size=1, max_size=80).filter(lambda s: not _is_uuid(s)))
 def test_a_session_id_that_is_not_a_uuid_is_refused(
     server: NodeProcess, healthy: Healthy, baseline: int, session: str

@@ -500,6 +500,9 @@ async def test_no_anomalies_under_faults(tmp_path: Path) -> None:
             print(f"node {node.port}: {node.starts} starts, {errors} error lines, {text.count('Traceback')} tracebacks, {len(text)} bytes of log")
         assert not anomalies, summary(history, anomalies)
         assert len(history.ops) > 50, "too few operations ran to judge anything"
+        for worker in workers:  # the time and torn-pair checks saw something from every client
+            assert history.timestamps.get(worker.name), f"{worker.name} recorded no Transition"
+            assert any(pair[0] == worker.name for pair in history.pairs), f"{worker.name} sampled no pair"
         assert all(op.outcome != "pending" for op in history.ops)
     finally:
         for worker in workers:

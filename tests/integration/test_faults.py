@@ -533,9 +533,6 @@ async def _cross_node_delay(one: NodeProcess, two: NodeProcess, name: str) -> fl
         return time.monotonic() - started
 
 
-@pytest.mark.xfail(strict=False, reason="the hub opens its NOTIFY listener and notifier connections once and "
-                                        "never again: after a restart other nodes wait for the fallback poll, and "
-                                        "each local commit logs a 'commit wake-up failed' traceback")
 async def test_nodes_wake_each_other_again_after_postgres_restarts(tmp_path: Path) -> None:
     pg = await asyncio.to_thread(OwnPostgres)
     nodes: list[NodeProcess] = []

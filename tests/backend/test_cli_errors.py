@@ -18,7 +18,8 @@ SECRET = "cli-errors-" + "q" * 40
 
 
 def cli(*args: str, database: str = "postgresql://postgres@127.0.0.1:1/nowhere") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database, "BACKEND_JWT_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DATABASE_URL": database, "BACKEND_JWT_SECRET": SECRET, "PYTHONPATH": str(ROOT),
+           "BACKEND_TEST_FUNCTIONS": "1"}  # the examples call the counters:* fixtures
     return subprocess.run([sys.executable, "-m", "backend", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120, check=False)
 

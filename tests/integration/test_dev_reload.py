@@ -70,6 +70,8 @@ class DevServer:
 
 def copy_app(folder: Path) -> None:
     shutil.copytree(ROOT / "functions", folder / "functions", ignore=shutil.ignore_patterns("__pycache__"))
+    # The counter fixture becomes one of this app's own modules (the engine's fixtures stay off here).
+    (folder / "functions" / "_fixtures" / "counters.py").rename(folder / "functions" / "counters.py")
     shutil.copy(ROOT / "schema.py", folder / "schema.py")
 
 
@@ -87,7 +89,7 @@ async def spawn(tmp_path: Path) -> AsyncIterator[DevServer]:
     database = await create_database("dev")
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database, "BACKEND_JWT_SECRET": "dev-reload-" + "z" * 40,
-           "PYTHONPATH": str(ROOT), "BACKEND_LOG_FORMAT": "text"}
+           "PYTHONPATH": str(ROOT), "BACKEND_LOG_FORMAT": "text", "BACKEND_TEST_FUNCTIONS": "0"}
     log = tmp_path / "dev.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -87,7 +87,7 @@ EXPECTED = {
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("typed")
     schema = load_schema()
-    write_generated(load_functions(include_testing=False), schema, root / "real_api")
+    write_generated(load_functions(include_testing=True), schema, root / "real_api")  # counters:* are fixtures
     _, registry = load_sample(root / "sample_src")
     write_generated(registry, schema, root / "sample_api")
     return root

@@ -44,7 +44,7 @@ def _node() -> str:
 
 def _project(root: Path, registry_package: str | None = None) -> Path:
     """A frontend folder: the generated ``_generated/`` and a node_modules with convex, react and tsc."""
-    registry = load_functions(registry_package or "functions", include_testing=False)
+    registry = load_functions(registry_package or "functions", include_testing=True)  # counters:* are fixtures
     write_generated(registry, load_schema(), root / "_generated")
     (root / "node_modules").symlink_to(JS_DIR / "node_modules", target_is_directory=True)
     (root / "package.json").write_text('{"type": "module"}')

@@ -28,6 +28,7 @@ SCENARIOS = {
     "4": "bench.s4_invalidation",
     "5": "bench.s5_sessions",
     "6": "bench.s6_schedule",
+    "7": "bench.s7_workers",
 }
 
 

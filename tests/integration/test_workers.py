@@ -259,3 +259,14 @@ def test_bad_worker_counts_are_one_line_errors(args: tuple[str, ...], expected: 
                           env={**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"})
     assert done.returncode == status, done.stderr
     assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_workers_that_keep_dying_stop_the_server() -> None:
+    """A crash loop (here: no database) is restarted a bounded number of times, then the server exits 1."""
+    env = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere",
+           "BACKEND_WORKER_MAX_RESTARTS": "2", "BACKEND_WORKER_RESTART_DELAY_SECONDS": "0"}
+    done = subprocess.run([sys.executable, "-m", "backend", "serve", "--workers", "2", "--port", str(free_port())],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("; restarting") == 2, done.stderr
+    assert "more than 2 restarts in 60 s, stopping" in done.stderr, done.stderr

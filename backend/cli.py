@@ -82,6 +82,11 @@ async def _serve(args: argparse.Namespace) -> int:
     app = create_app(backend)
     from .sync.inbound import websocket_protocol
 
+    sockets = None
+    if getattr(args, "reuse_port", False):
+        from .workers import bind_reuse_port
+
+        sockets = [bind_reuse_port(args.host, args.port)]
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning", ws_max_size=knobs.MAX_MESSAGE_BYTES,
         ws=websocket_protocol(),  # inbound budget and read deadline (backend/sync/inbound.py)
@@ -97,7 +102,8 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     if fixtures_enabled():
         print("warning: test fixtures are loaded (BACKEND_TEST_FUNCTIONS=1); never in production", file=sys.stderr)
-    print(f"backend listening on http://{args.host}:{args.port}", flush=True)
+    if sockets is None:
+        print(f"backend listening on http://{args.host}:{args.port}", flush=True)
     watching: asyncio.Task[None] | None = None
     if dev:
         from .dev import watch
@@ -108,12 +114,13 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"  booking app  http://{args.host}:{args.port}/\n  dashboard    http://{args.host}:{args.port}/_dashboard",
               flush=True)
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         if watching is not None:
             watching.cancel()
         await backend.stop()
-        print("backend stopped", flush=True)
+        if sockets is None:
+            print("backend stopped", flush=True)
     return 0
 
 
@@ -232,6 +239,16 @@ def _ttl(text: str) -> float:
     return seconds
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of worker processes") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{value} workers: must be 1 to 256")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes print one line (``--help`` shows the rest), exit status 2."""
 
@@ -306,6 +323,14 @@ def _main(argv: list[str] | None = None) -> int:
             cmd.add_argument("--allow-remote", action="store_true",
                              help="allow a --host other than loopback (dev shows callers each exception's message; "
                                   "the open dashboard and demo sign-in still answer loopback only)")
+        if name == "serve":
+            from . import knobs
+            from .workers import WORKER_FLAG
+
+            cmd.add_argument("--workers", type=_workers, default=knobs.SERVE_WORKERS,
+                             help=f"processes on the one port, each a full node (default: {knobs.SERVE_WORKERS}, "
+                             "the cores; BACKEND_WORKERS)")
+            cmd.add_argument(WORKER_FLAG, dest="reuse_port", action="store_true", help=argparse.SUPPRESS)
     migrate = commands.add_parser("migrate", help="apply pending schema changes")
     migrate.add_argument("--data-dir", default=".data")
     run = commands.add_parser("run", help="call a function and print its result")
@@ -333,6 +358,13 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "dev":
         logging.getLogger("backend.dev").setLevel(logging.INFO)
     sys.path.insert(0, os.getcwd())
+    if args.command == "serve" and args.workers > 1 and not args.reuse_port:
+        from .workers import WORKER_FLAG, supervise
+
+        if args.port == 0:
+            raise CliError("--workers needs a fixed --port (each worker binds the same one)")
+        given = list(sys.argv[1:] if argv is None else argv)
+        return supervise([*given, WORKER_FLAG], args.workers, Path(args.data_dir), args.host, args.port)
     if args.command in ("dev", "serve"):
         return asyncio.run(_serve(args))
     if args.command == "migrate":

@@ -44,7 +44,7 @@ MUTATION_MAX_ATTEMPTS = _env_int("BACKEND_MUTATION_MAX_ATTEMPTS", 30, 1, 1000)
 MUTATION_RETRY_BASE_SECONDS = _env_float("BACKEND_MUTATION_RETRY_BASE_SECONDS", 0.002, 0.0, 10.0)
 #: Largest retry backoff in seconds.
 MUTATION_RETRY_MAX_SECONDS = _env_float("BACKEND_MUTATION_RETRY_MAX_SECONDS", 0.25, 0.0, 60.0)
-#: Connections in the asyncpg pool of one node.
+#: Connections in the asyncpg pool of one node; ``serve --workers N`` gives each worker ``1/N`` (at least 2).
 POOL_MAX_SIZE = _env_int("BACKEND_POOL_MAX_SIZE", 20, 2, 1000)
 #: Pool connections function calls may never take: kept for health checks and the scheduler's bookkeeping.
 POOL_RESERVED = _env_int("BACKEND_POOL_RESERVED", 3, 0, 999)
@@ -161,3 +161,24 @@ MAX_INBOUND_BYTES = _env_int("BACKEND_MAX_INBOUND_BYTES", 128 * 1024 * 1024, 102
 #: Seconds a frame (or fragmented message) may take to arrive from its first byte; a client that stalls
 #: mid-frame is closed after this.
 FRAME_READ_TIMEOUT_SECONDS = _env_float("BACKEND_FRAME_READ_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+#: Processes ``python -m backend serve`` runs on one port (SO_REUSEPORT), each a full node. Default: the cores.
+SERVE_WORKERS = _env_int("BACKEND_WORKERS", _cores(), 1, 256)
+#: Connections a listening socket queues before the server accepts them (per worker).
+LISTEN_BACKLOG = _env_int("BACKEND_LISTEN_BACKLOG", 2048, 16, 65_535)
+#: Worker restarts allowed in ``WORKER_RESTART_WINDOW_SECONDS``; one more stops the server (a crash loop).
+WORKER_MAX_RESTARTS = _env_int("BACKEND_WORKER_MAX_RESTARTS", 10, 0, 10_000)
+#: The window the worker restart limit counts over, in seconds.
+WORKER_RESTART_WINDOW_SECONDS = _env_float("BACKEND_WORKER_RESTART_WINDOW_SECONDS", 60.0, 1.0, 86400.0)
+#: Seconds the supervisor waits before restarting a worker that died.
+WORKER_RESTART_DELAY_SECONDS = _env_float("BACKEND_WORKER_RESTART_DELAY_SECONDS", 0.5, 0.0, 60.0)
+#: Seconds workers get to stop after SIGTERM before the supervisor kills them.
+WORKER_STOP_TIMEOUT_SECONDS = _env_float("BACKEND_WORKER_STOP_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0)

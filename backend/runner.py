@@ -28,6 +28,7 @@ from ._limits import check_after_timeout, run_limited
 from .clock import Clock, SystemClock
 from .context import ActionCtx, Auth, MutationCtx, QueryCtx
 from .db import DatabaseReader, DatabaseWriter, ReadSet, Txn, encode_keys
+from .db._commit import serializable
 from .db._pool import PoolGate
 from .errors import (
     BackendError,
@@ -329,7 +330,7 @@ class Runner:
             failure: Outcome | None = None
             resolved: str | None = None
             try:
-                async with conn.transaction(isolation="serializable"):
+                async with serializable(conn) as final:  # the bookkeeping rows go with the COMMIT
                     now = self.clock.now()
                     txn = Txn(conn, self.schema, now, read_only=False, function_path=spec.path,
                               actor=_subject(identity), request_id=request_id, cross_tenant=spec.cross_tenant)
@@ -356,27 +357,11 @@ class Runner:
                         await before_commit(txn)
                     lines = collector.finish()
                     wrote = bool(txn.writes)
-                    if wrote and session is not None:  # both bookkeeping rows in one round trip
-                        await conn.execute(
-                            "WITH logged AS (INSERT INTO _commit_log (xid, summary) VALUES (pg_current_xact_id(), $1)) "
-                            "INSERT INTO _session_requests (session_id, request_id, result, log_lines, identity, "
-                            "function_path) VALUES ($2, $3, $4, $5, $6, $7)",
-                            encode_keys(txn.written_keys()),
-                            session[0], session[1], msgspec.json.encode(value), msgspec.json.encode(lines),
-                            _caller_key(identity), bound,
-                        )
-                    elif wrote:
-                        await conn.execute(
-                            "INSERT INTO _commit_log (xid, summary) VALUES (pg_current_xact_id(), $1)",
-                            encode_keys(txn.written_keys()),
-                        )
-                    elif session is not None:
-                        await conn.execute(
-                            "INSERT INTO _session_requests (session_id, request_id, result, log_lines, identity, "
-                            "function_path) VALUES ($1, $2, $3, $4, $5, $6)",
-                            session[0], session[1], msgspec.json.encode(value), msgspec.json.encode(lines),
-                            _caller_key(identity), bound,
-                        )
+                    if wrote:
+                        final.commit_log(encode_keys(txn.written_keys()))
+                    if session is not None:
+                        final.session_result(session[0], session[1], msgspec.json.encode(value),
+                                             msgspec.json.encode(lines), _caller_key(identity), bound)
             except _Rollback:
                 assert failure is not None
                 if session is not None:

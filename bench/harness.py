@@ -127,9 +127,10 @@ async def pg_conditions(url: str) -> str:
 
 @dataclass
 class ServerProcess:
-    """``python -m backend serve --no-scheduler`` on a fresh port, as a child process."""
+    """``python -m backend serve --no-scheduler --workers N`` on a fresh port, as a child process."""
 
     database_url: str
+    workers: int = 1
     port: int = field(default_factory=free_port)
     proc: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
@@ -148,6 +149,7 @@ class ServerProcess:
         self.started_at = time.monotonic()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "backend", "serve", "--port", str(self.port), "--no-scheduler",
+            "--workers", str(self.workers),
             cwd=REPO, env=child_env(
                 DATABASE_URL=self.database_url, BACKEND_JWT_SECRET=JWT_SECRET,
                 BACKEND_TEST_FUNCTIONS="1",  # the bench:* fixtures load only in test and benchmark servers
@@ -168,10 +170,27 @@ class ServerProcess:
                 await asyncio.sleep(0.02)
                 continue
             writer.close()
+            if self.workers > 1 and len(await self._answering(4 * self.workers)) < self.workers:
+                await asyncio.sleep(0.1)  # the port is open once one worker listens; wait for all of them
+                continue
             self.ready_at = time.monotonic()
             asyncio.get_running_loop().create_task(self._drain())
             return
         raise RuntimeError("server did not listen in time")
+
+    async def _answering(self, requests: int) -> set[int]:
+        """Pids that answered ``GET /health`` over ``requests`` fresh connections (the kernel picks a worker)."""
+        pids: set[int] = set()
+        for _ in range(requests):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                reply = await asyncio.wait_for(reader.read(), 5)
+                writer.close()
+                pids.add(int(json.loads(reply.split(b"\r\n\r\n", 1)[1])["pid"]))
+            except (OSError, TimeoutError, ValueError, KeyError, IndexError):
+                continue
+        return pids
 
     async def _drain(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

@@ -2,7 +2,7 @@
 
 Each scenario makes its own fresh database (on ``DATABASE_URL``'s server, or the embedded PostgreSQL the
 tests use), measures the engine and its baseline in the same run, and adds rows to the report. The whole
-run stays under 10 minutes on a 2-core machine; ``--quick`` takes about a minute (CI does not run it).
+run stays under 12 minutes on a 2-core machine; ``--quick`` takes about two minutes (CI does not run it).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ SCENARIOS = {
     "4": "bench.s4_invalidation",
     "5": "bench.s5_sessions",
     "6": "bench.s6_schedule",
+    "7": "bench.s7_workers",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -169,8 +170,8 @@ async def api_run(request: Request[Any, Any, Any], function_path: str) -> Respon
 async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
     backend = _backend(request)
     ok = await backend.healthy()
-    return json_response({"status": "ok" if ok else "degraded", "functions": len(backend.registry.functions)},
-                         200 if ok else 503)
+    return json_response({"status": "ok" if ok else "degraded", "functions": len(backend.registry.functions),
+                          "pid": os.getpid()}, 200 if ok else 503)
 
 
 @get("/api/functions")

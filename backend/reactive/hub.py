@@ -201,7 +201,10 @@ class Hub:
 
     # -- wake-ups ----------------------------------------------------------------------------------------
 
-    def _on_notify(self, *_: Any) -> None:
+    def _on_notify(self, _conn: Any, pid: int, *_: Any) -> None:
+        # This node's own NOTIFY follows commits poke_local already woke the loop for: skip the extra pass.
+        if self._notifier is not None and pid == self._notifier.get_server_pid():
+            return
         self._wake.set()
 
     def poke_local(self) -> None:

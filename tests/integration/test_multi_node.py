@@ -57,7 +57,7 @@ def _spawn(database: str, folder: Path) -> Node:
     log = folder / f"node-{port}.log"
     with log.open("wb") as sink:  # a file, not a pipe: a chatty node must never block on a full pipe
         process = subprocess.Popen(
-            [sys.executable, "-m", "backend", "serve", "--port", str(port), "--no-scheduler"],
+            [sys.executable, "-m", "backend", "serve", "--workers", "1", "--port", str(port), "--no-scheduler"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink,
         )
     return Node(port, process, log)

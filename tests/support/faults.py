@@ -105,7 +105,7 @@ class NodeProcess:
             sink.write(f"--- start {self.starts}\n".encode())
             sink.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "backend", "serve", "--port", str(self.port), "--no-scheduler"],
+                [sys.executable, "-m", "backend", "serve", "--workers", "1", "--port", str(self.port), "--no-scheduler"],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink,
             )
 

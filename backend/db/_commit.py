@@ -1,0 +1,63 @@
+"""A mutation's transaction whose last statements travel with its ``COMMIT``: one round trip, not two.
+
+asyncpg sends ``COMMIT`` on its own, after the bookkeeping rows (commit log, stored result). Here the rows are
+written as literals into one simple-protocol message ending in ``COMMIT``. Every literal is hex
+(``decode('…', 'hex')``) or a Python ``int``, so no value can change the statement. The transaction is
+started by hand (``BEGIN``), so ``Connection.transaction()`` inside it fails loudly in asyncpg rather than
+nesting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from ..postgres import Connection
+
+__all__ = ["FinalWrites", "serializable"]
+
+
+def _bytea(value: bytes) -> str:
+    return f"decode('{value.hex()}', 'hex')"
+
+
+def _text(value: str) -> str:
+    return f"convert_from({_bytea(value.encode())}, 'UTF8')"
+
+
+class FinalWrites:
+    """Rows to write just before ``COMMIT``, in the same message."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def commit_log(self, summary: bytes) -> None:
+        self.statements.append(f"INSERT INTO _commit_log (xid, summary) VALUES (pg_current_xact_id(), {_bytea(summary)})")
+
+    def session_result(self, session_id: str, request_id: int, result: bytes, log_lines: bytes,
+                       identity: str | None, function_path: str) -> None:
+        """The stored result of a request, bound to who asked (token identifier, or NULL for anonymous) and
+        what it ran (the function path, plus any argument binding)."""
+        caller = "NULL" if identity is None else _text(identity)
+        self.statements.append(
+            "INSERT INTO _session_requests (session_id, request_id, result, log_lines, identity, function_path) "
+            f"VALUES ({_text(session_id)}, {int(request_id)}, {_bytea(result)}, {_bytea(log_lines)}, {caller}, "
+            f"{_text(function_path)})")
+
+
+@asynccontextmanager
+async def serializable(conn: Connection) -> AsyncIterator[FinalWrites]:
+    """``BEGIN ISOLATION LEVEL SERIALIZABLE``; on success the final writes and ``COMMIT`` in one message, else
+    ``ROLLBACK``. A failure in the final message (a unique or serialization error) leaves no transaction open."""
+    await conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+    final = FinalWrites()
+    try:
+        yield final
+        await conn.execute(";\n".join([*final.statements, "COMMIT"]))
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            try:
+                await conn.execute("ROLLBACK")
+            except Exception:  # a broken connection: drop it, and report the error that mattered
+                conn.terminate()
+        raise

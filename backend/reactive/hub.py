@@ -158,6 +158,7 @@ class Hub:
         self._notifier: asyncpg.Connection | None = None
         self._notify_pending = False
         self._notify_task: asyncio.Task[None] | None = None
+        self._signal_lock = asyncio.Lock()
         self._snapshot: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._persist_task: asyncio.Task[None] | None = None
@@ -215,13 +216,24 @@ class Hub:
             self._notify_task = asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
-        """One NOTIFY in flight at a time; commits that land meanwhile share the next one."""
-        try:
-            while self._notify_pending and self._notifier is not None:
-                self._notify_pending = False
-                await self._notifier.execute(f"NOTIFY {CHANNEL}")
-        except Exception:  # pragma: no cover - a lost wake-up only delays other nodes until their next poll
-            log.exception("commit wake-up failed")
+        """One NOTIFY in flight at a time; commits that land meanwhile share the next one. A notifier lost with
+        its server is re-opened once and the NOTIFY sent again; failing that, other nodes learn of the commit
+        at their next poll (nothing is lost: they read the commit log)."""
+        for attempt in range(2):
+            try:
+                while self._notify_pending:
+                    if self._notifier is None or self._notifier.is_closed():
+                        await self._open_signal_connections()
+                    assert self._notifier is not None
+                    self._notify_pending = False
+                    await self._notifier.execute(f"NOTIFY {CHANNEL}")
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                self._notify_pending = True
+                if attempt == 1:
+                    log.warning("commit wake-up failed (%s); other nodes will see the commit at their next poll",
+                                type(error).__name__)
+                    self._notify_pending = False
 
     # -- requests from sessions --------------------------------------------------------------------------
 
@@ -309,8 +321,10 @@ class Hub:
     async def _loop(self) -> None:
         calllog.source.set("ws")
         while True:
+            # While a wake-up connection is down, come back soon to re-open it rather than at the slow poll.
+            timeout = knobs.SCHEDULER_POLL_SECONDS * (5 if self._signals_up() else 0.25)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=knobs.SCHEDULER_POLL_SECONDS * 5)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             self._wake.clear()
             try:
                 await self._iteration()
@@ -325,26 +339,39 @@ class Hub:
                 await asyncio.sleep(0.05)
                 self._wake.set()
 
+    def _signals_up(self) -> bool:
+        return not (self._listener is None or self._listener.is_closed()
+                    or self._notifier is None or self._notifier.is_closed())
+
+    def _on_signal_lost(self, _conn: Any) -> None:
+        """A wake-up connection ended (a PostgreSQL restart, a terminated backend): re-open it now."""
+        self._wake.set()
+
     async def _open_signal_connections(self) -> None:
         """(Re)open the wake-up connections: LISTEN for other nodes' commits, and one to NOTIFY them of ours.
         A connection lost with its server (a restart, a terminated backend) is re-opened on the next pass;
         commits missed meanwhile are not lost, since each pass reads the commit log, not the notifications."""
+        async with self._signal_lock:  # the loop and a NOTIFY may both find a connection gone
+            await self._reopen_signal_connections()
+
+    async def _reopen_signal_connections(self) -> None:
         url = self.backend.url
         if self._notifier is None or self._notifier.is_closed():
             self._notifier = None
             notifier = await asyncpg.connect(url)
             await notifier.execute("SET synchronous_commit = off")
+            notifier.add_termination_listener(self._on_signal_lost)
             self._notifier = notifier
         if self._listener is None or self._listener.is_closed():
             self._listener = None
             listener = await asyncpg.connect(url)
             await listener.add_listener(CHANNEL, self._on_notify)
+            listener.add_termination_listener(self._on_signal_lost)
             self._listener = listener
             self._wake.set()  # catch up on whatever was notified while no one listened
 
     async def _iteration(self) -> None:
-        if (self._listener is None or self._listener.is_closed()
-                or self._notifier is None or self._notifier.is_closed()):
+        if not self._signals_up():
             try:
                 await self._open_signal_connections()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:

@@ -35,6 +35,7 @@ from functions._booking.model import (
     refuse,
 )
 from functions._booking.waitlist import positions, waiting
+from functions._shared.fanout import fan_out
 from schema import BookingId, BusinessId, InstanceId, MemberId
 
 
@@ -183,22 +184,22 @@ async def mark_no_show(ctx: MutationCtx, booking_id: BookingId) -> dict[str, Any
 
 
 @internal_mutation(cross_tenant=True)
-async def mark_no_shows_due(ctx: MutationCtx, limit: int = 500, business_id: BusinessId | None = None) -> dict[str, int]:
+async def mark_no_shows_due(
+    ctx: MutationCtx, limit: int = 500, business_id: BusinessId | None = None, cursor: str | None = None
+) -> dict[str, int]:
     """The after-class job: no-shows for ended classes (P1, P9) and lapsed waitlist entries (W10).
 
     Safe to run any number of times: it only looks at rows still ``confirmed``/``waitlisted``, at most
-    ``limit`` of each per business, so a backlog drains over successive runs. ``businessId`` limits the
-    run to one business.
+    ``limit`` of each, so a backlog drains over successive runs. With ``businessId`` it does one business's
+    work; without (the cron) it schedules one such job per business (``scheduled``), a page at a time.
     """
-    if business_id is not None:
-        business = await ctx.db.get(business_id)
-        businesses = [] if business is None else [business]
-    else:
-        businesses = await collect(ctx.db.query("businesses"))
-    marked = lapsed = 0
-    for business in businesses:
-        marked += len(await attendance.mark_due(ctx, business["_id"], limit))
-        lapsed += len(await attendance.lapse_waitlist(ctx, business["_id"], limit))
+    if business_id is None:
+        scheduled = await fan_out(ctx, "bookings:mark_no_shows_due", cursor, {"limit": limit})
+        return {"marked": 0, "lapsed": 0, "scheduled": scheduled}
+    if await ctx.db.get(business_id) is None:
+        return {"marked": 0, "lapsed": 0}
+    marked = len(await attendance.mark_due(ctx, business_id, limit))
+    lapsed = len(await attendance.lapse_waitlist(ctx, business_id, limit))
     return {"marked": marked, "lapsed": lapsed}
 
 

@@ -14,6 +14,7 @@ import msgspec
 from backend import Instant, LocalDate, LocalTime, MutationCtx, QueryCtx, internal_mutation, mutation, query
 from functions._rules.recurrence import parse_local_date
 from functions._shared.errors import conflict, invalid, not_found
+from functions._shared.fanout import fan_out
 from functions._shared.roles import STAFF
 from functions._shared.settings import Settings
 from functions.pricing._model import load_rules
@@ -181,21 +182,22 @@ async def list_templates(ctx: QueryCtx, business_id: BusinessId, venue_id: Venue
 
 
 @internal_mutation(cross_tenant=True)
-async def extend_horizons(ctx: MutationCtx, business_id: BusinessId | None = None) -> dict[str, int]:
-    """Nightly: extend every active template (of one business, or of all) to its rolling horizon.
+async def extend_horizons(
+    ctx: MutationCtx, business_id: BusinessId | None = None, cursor: str | None = None
+) -> dict[str, int]:
+    """Nightly: extend every active template of one business to its rolling horizon; without ``businessId``
+    (the cron) schedule one such job per business (``scheduled``), a page at a time.
 
     Idempotent: running it twice creates nothing the second time.
     """
-    if business_id is not None:
-        business = await ctx.db.get(business_id)
-        businesses = [] if business is None else [business]
-    else:
-        businesses = await ctx.db.query("businesses").collect()
-    templates = created = 0
-    for business in businesses:
-        seen, made = await extend_business(ctx.db, business, ctx.now)
-        templates, created = templates + seen, created + made
-    return {"businesses": len(businesses), "templates": templates, "created": created}
+    if business_id is None:
+        scheduled = await fan_out(ctx, "classes:extend_horizons", cursor)
+        return {"businesses": scheduled, "templates": 0, "created": 0, "scheduled": scheduled}
+    business = await ctx.db.get(business_id)
+    if business is None:
+        return {"businesses": 0, "templates": 0, "created": 0}
+    templates, created = await extend_business(ctx.db, business, ctx.now)
+    return {"businesses": 1, "templates": templates, "created": created}
 
 
 # -- instances ---------------------------------------------------------------------------------------------

@@ -53,6 +53,12 @@ __all__ = ["Outcome", "Runner"]
 log = logging.getLogger("backend.runner")
 
 _RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+#: The connection went away mid-call (a restart, a terminated backend, a broken socket): whether a COMMIT
+#: in flight took effect is unknown to this side.
+_CONNECTION_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+                    ConnectionError)
+#: Seconds to let a backend that may still be committing finish before its stored result is looked up.
+_SETTLE_SECONDS = 0.05
 
 
 @dataclass
@@ -292,6 +298,19 @@ class Runner:
                     lane = self._retry_lane(spec, kwargs, getattr(error, "retry_lane", None))
                 await _backoff(attempt)
                 continue
+            except _CONNECTION_LOST:
+                # The stored result is written in the mutation's own transaction: if it is there, the
+                # commit happened and the caller gets its result rather than a failure it would wrongly act on.
+                if session is None:
+                    raise
+                bound = spec.path if binding is None else f"{spec.path}#{binding}"
+                stored = await self._stored_after_lost_connection(session, identity, bound)
+                if stored is None:
+                    raise
+                stored.attempts = attempt
+                if self.on_commit is not None:
+                    self.on_commit()
+                return stored
             except _UniqueRace as race:
                 unique_retries += 1
                 if unique_retries > 2 or attempt >= knobs.MUTATION_MAX_ATTEMPTS:
@@ -303,6 +322,18 @@ class Runner:
             if outcome.wrote and self.on_commit is not None:
                 self.on_commit()
             return outcome
+
+    async def _stored_after_lost_connection(
+        self, session: tuple[str, int], identity: Any | None, bound: str
+    ) -> Outcome | None:
+        """The stored result of a request whose connection was lost around its COMMIT, looked up on another
+        connection; None when it is not there (then it did not commit) or the database cannot be reached."""
+        await asyncio.sleep(_SETTLE_SECONDS)
+        try:
+            async with self.gate.acquire(identity) as conn:
+                return await _stored_result(conn, session, identity, bound)
+        except Exception:  # the database is still away: the caller gets the original failure
+            return None
 
     async def _attempt(
         self,

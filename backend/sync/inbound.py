@@ -1,7 +1,8 @@
 """Bounds on what clients send, enforced at the socket edge before anything shared (the hub) sees it.
 
-- Argument values are walked without recursion, so a value nested thousands of levels deep is refused with
-  an error naming the limit instead of raising ``RecursionError`` somewhere deeper in the engine.
+- Argument values are checked for depth (``values.check_depth``, whose walk stops at the limit), so a value
+  nested thousands of levels deep is refused with an error naming the limit instead of raising
+  ``RecursionError`` somewhere deeper in the engine.
 - ``INBOUND`` counts the bytes of client frames the process holds: frames still being received (the socket
   protocol's buffer) and requests decoded but not yet finished (queued and running mutations and actions).
   A socket that would take it past ``knobs.MAX_INBOUND_BYTES`` is closed with a reason the official clients
@@ -18,34 +19,22 @@ import asyncio
 import logging
 from typing import Any
 
-from .. import knobs
+from .. import knobs, values
 from ..errors import InvalidArgs
 
-__all__ = ["INBOUND", "BoundedWebSocketProtocol", "InboundBudget", "check_depth", "too_deep", "websocket_protocol"]
+__all__ = ["INBOUND", "BoundedWebSocketProtocol", "InboundBudget", "check_depth", "websocket_protocol"]
 
 log = logging.getLogger("backend.sync")
 
 
-def too_deep(value: Any, limit: int) -> bool:
-    """True when ``value`` nests arrays and objects more than ``limit`` levels deep (a scalar is depth 0)."""
-    if not isinstance(value, dict | list):
-        return False
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return False
-
-
 def check_depth(value: Any, where: str = "$.args") -> None:
-    """Raise ``InvalidArgs`` naming the limit when ``value`` is nested deeper than ``MAX_VALUE_DEPTH``."""
-    limit = knobs.MAX_VALUE_DEPTH
-    if too_deep(value, limit):
-        raise InvalidArgs(f"{where}: nested deeper than {limit} levels (BACKEND_MAX_VALUE_DEPTH)")
+    """Raise ``InvalidArgs`` naming the limit when ``value`` is nested deeper than ``MAX_VALUE_DEPTH`` (the
+    walk is ``values.check_depth``, the one nesting rule of every boundary)."""
+    try:
+        values.check_depth(value, path=where)
+    except values.ValueError_:
+        raise InvalidArgs(
+            f"{where}: nested deeper than {knobs.MAX_VALUE_DEPTH} levels (BACKEND_MAX_VALUE_DEPTH)") from None
 
 
 #: Frames and requests up to this size are always admitted (and counted): a full budget must not stop the

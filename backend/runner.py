@@ -140,6 +140,22 @@ class Runner:
         """The body's error, reported once by the call log line (with its traceback when it is a bug)."""
         return error
 
+    async def _observed(
+        self, kind: Kind, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None, call: Awaitable[Outcome]
+    ) -> Outcome:
+        """Await one call and report it once: its call-log line, and the dashboard's ``on_call`` when set."""
+        started = calllog.start()
+        try:
+            outcome = await call
+        except Exception as error:
+            calllog.raised(started, kind, spec.path, error, expose=self.expose_errors)
+            raise
+        calllog.finished(started, kind, spec.path, outcome.error, outcome.log_lines,
+                         expose=self.expose_errors, attempts=outcome.attempts)
+        if self.on_call is not None:
+            self.on_call(kind, spec, kwargs, identity, outcome, time.perf_counter() - started)
+        return outcome
+
     def _refused(self, started: float, kind: Kind, path: Any, error: BaseException) -> None:
         shown = path.spec.path if isinstance(path, RegisteredFunction) else str(path)
         calllog.raised(started, kind, shown, error, expose=self.expose_errors)
@@ -163,16 +179,7 @@ class Runner:
         self, conn: Connection, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None
     ) -> Outcome:
         """Run a query inside the caller's open read-only transaction (one snapshot for a whole batch)."""
-        started = calllog.start()
-        try:
-            outcome = await self._execute_query(conn, spec, kwargs, identity)
-        except Exception as error:
-            calllog.raised(started, "query", spec.path, error, expose=self.expose_errors)
-            raise
-        calllog.finished(started, "query", spec.path, outcome.error, outcome.log_lines, expose=self.expose_errors)
-        if self.on_call is not None:
-            self.on_call("query", spec, kwargs, identity, outcome, time.perf_counter() - started)
-        return outcome
+        return await self._observed("query", spec, kwargs, identity, self._execute_query(conn, spec, kwargs, identity))
 
     async def _execute_query(
         self, conn: Connection, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None
@@ -242,20 +249,10 @@ class Runner:
         """``fresh_session``: the socket is its session's first, so nothing can have been stored for it yet
         and the first attempt skips the replay lookup (the stored row's primary key still catches a
         duplicate, and the retry then finds it)."""
-        started = calllog.start()
-        try:
-            outcome = await self._execute_mutation(
-                spec, kwargs, identity, session=session, request_id=request_id, before_commit=before_commit,
-                fresh_session=fresh_session, binding=binding,
-            )
-        except Exception as error:
-            calllog.raised(started, "mutation", spec.path, error, expose=self.expose_errors)
-            raise
-        calllog.finished(started, "mutation", spec.path, outcome.error, outcome.log_lines,
-                         expose=self.expose_errors, attempts=outcome.attempts)
-        if self.on_call is not None:
-            self.on_call("mutation", spec, kwargs, identity, outcome, time.perf_counter() - started)
-        return outcome
+        return await self._observed("mutation", spec, kwargs, identity, self._execute_mutation(
+            spec, kwargs, identity, session=session, request_id=request_id, before_commit=before_commit,
+            fresh_session=fresh_session, binding=binding,
+        ))
 
     async def _execute_mutation(
         self,
@@ -269,6 +266,7 @@ class Runner:
         fresh_session: bool,
         binding: str | None,
     ) -> Outcome:
+        bound = spec.path if binding is None else f"{spec.path}#{binding}"  # what a stored result answers
         attempt = 0
         unique_retries = 0
         lane: asyncio.Lock | None = None
@@ -279,13 +277,13 @@ class Runner:
                 if lane is None:
                     outcome = await self._attempt(
                         spec, kwargs, identity, collector, session, request_id, before_commit,
-                        lookup=not (fresh_session and attempt == 1), binding=binding,
+                        lookup=not (fresh_session and attempt == 1), bound=bound,
                     )
                 else:
                     async with lane:
                         outcome = await self._attempt(
                             spec, kwargs, identity, collector, session, request_id, before_commit,
-                            lookup=not (fresh_session and attempt == 1), binding=binding,
+                            lookup=not (fresh_session and attempt == 1), bound=bound,
                         )
             except _RETRYABLE as error:
                 if attempt >= knobs.MUTATION_MAX_ATTEMPTS:
@@ -303,7 +301,6 @@ class Runner:
                 # commit happened and the caller gets its result rather than a failure it would wrongly act on.
                 if session is None:
                     raise
-                bound = spec.path if binding is None else f"{spec.path}#{binding}"
                 stored = await self._stored_after_lost_connection(session, identity, bound)
                 if stored is None:
                     raise
@@ -346,9 +343,9 @@ class Runner:
         before_commit: Callable[[Txn], Awaitable[None]] | None,
         *,
         lookup: bool = True,
-        binding: str | None = None,
+        bound: str,
     ) -> Outcome:
-        bound = spec.path if binding is None else f"{spec.path}#{binding}"  # what a stored result answers
+        """``bound``: what a stored result answers (the function's path, plus any argument binding)."""
         async with self.gate.acquire(identity) as conn:
             if session is not None and lookup:
                 # Looked up before the transaction, not inside it: a SERIALIZABLE read here would put a
@@ -438,16 +435,7 @@ class Runner:
         return await self.execute_action(spec, kwargs, identity)
 
     async def execute_action(self, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None) -> Outcome:
-        started = calllog.start()
-        try:
-            outcome = await self._execute_action(spec, kwargs, identity)
-        except Exception as error:
-            calllog.raised(started, "action", spec.path, error, expose=self.expose_errors)
-            raise
-        calllog.finished(started, "action", spec.path, outcome.error, outcome.log_lines, expose=self.expose_errors)
-        if self.on_call is not None:
-            self.on_call("action", spec, kwargs, identity, outcome, time.perf_counter() - started)
-        return outcome
+        return await self._observed("action", spec, kwargs, identity, self._execute_action(spec, kwargs, identity))
 
     async def _execute_action(self, spec: FunctionSpec, kwargs: dict[str, Any], identity: Any | None) -> Outcome:
         collector = LogCollector()

@@ -310,7 +310,7 @@ class Hub:
             return
         instance.call = self.prepare(call.path, msgspec.json.decode(call.args_key))
         if instance.call.spec is None:
-            instance.modification = _failed_body(instance.call.error or BackendError("query refused"), [])
+            instance.modification = _refused_body(instance.call)
 
     def _push(self, request: _Request) -> None:
         self._requests.append(request)
@@ -546,7 +546,7 @@ class Hub:
             instance = QueryInstance(key, call, sub.identity)
             instance.changed_now = True
             if call.spec is None:
-                instance.modification = _failed_body(call.error or BackendError("query refused"), [])
+                instance.modification = _refused_body(call)
             self.instances[key] = instance
             dirty.add(instance)
         instance.subscribers.add((sub, query_id))
@@ -787,6 +787,11 @@ def _split_transition(start: tuple[int, int, int], end: tuple[int, int, int], mo
 
 
 _transition_ids = itertools.count()
+
+
+def _refused_body(call: QueryCall) -> bytes:
+    """The QueryFailed body of a subscription refused before it ran (its function or arguments)."""
+    return _failed_body(call.error or BackendError("query refused"), [])
 
 
 def _failed_body(error: BaseException, log_lines: list[str]) -> bytes:

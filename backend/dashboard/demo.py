@@ -81,7 +81,7 @@ async def seed_if_empty(backend: Backend) -> bool:
     """Seed a database that has no business at all (a fresh clone's first ``dev``); True when it did.
     A project without the booking platform's functions and tables (any other app) is left alone."""
     assert backend.pool is not None
-    if "businesses" not in backend.schema.tables or not _has_demo_functions(backend):
+    if not _booking_schema(backend) or not _has_demo_functions(backend):
         return False
     async with backend.pool.acquire() as conn:
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM businesses)"):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from backend.testing import ManualClock, TestBackend
-from tests.support.booking import UTC, World, new_world
+from tests.support.booking import UTC, World, clock_at, clocked_backend, new_world
 
 NOW = dt.datetime(2030, 5, 6, 9, 0, tzinfo=UTC)
 CLASS = NOW + dt.timedelta(days=3)
@@ -19,15 +19,13 @@ CLASS = NOW + dt.timedelta(days=3)
 
 @pytest.fixture(scope="module")
 async def rtb() -> AsyncIterator[TestBackend]:
-    async with TestBackend(clock=ManualClock(NOW), run_scheduler=False, serve=False) as harness:
+    async with clocked_backend(NOW) as harness:
         yield harness
 
 
 @pytest.fixture
 def clock(rtb: TestBackend) -> ManualClock:
-    assert isinstance(rtb.clock, ManualClock)
-    rtb.clock.set(NOW)
-    return rtb.clock
+    return clock_at(rtb, NOW)
 
 
 @pytest.fixture

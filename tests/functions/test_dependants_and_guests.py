@@ -11,7 +11,7 @@ import pytest
 
 from backend import AppError, Forbidden, NotFound
 from backend.testing import ManualClock, TestBackend
-from tests.support.booking import UTC, World, new_world
+from tests.support.booking import UTC, World, clock_at, clocked_backend, new_world
 
 NOW = dt.datetime(2030, 9, 2, 9, 0, tzinfo=UTC)
 CLASS = NOW + dt.timedelta(days=3)
@@ -19,15 +19,13 @@ CLASS = NOW + dt.timedelta(days=3)
 
 @pytest.fixture(scope="module")
 async def gtb() -> AsyncIterator[TestBackend]:
-    async with TestBackend(clock=ManualClock(NOW), run_scheduler=False, serve=False) as harness:
+    async with clocked_backend(NOW) as harness:
         yield harness
 
 
 @pytest.fixture
 def clock(gtb: TestBackend) -> ManualClock:
-    assert isinstance(gtb.clock, ManualClock)
-    gtb.clock.set(NOW)
-    return gtb.clock
+    return clock_at(gtb, NOW)
 
 
 @pytest.fixture

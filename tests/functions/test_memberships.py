@@ -14,7 +14,7 @@ import pytest
 
 from backend import AppError, Forbidden
 from backend.testing import ManualClock, TestBackend
-from tests.support.booking import UTC, World, new_world
+from tests.support.booking import UTC, World, clock_at, clocked_backend, new_world
 
 NOW = dt.datetime(2030, 9, 2, 9, 0, tzinfo=UTC)  # a Monday
 MON = NOW + dt.timedelta(days=7)  # Monday 9 September, 09:00 UTC
@@ -22,15 +22,13 @@ MON = NOW + dt.timedelta(days=7)  # Monday 9 September, 09:00 UTC
 
 @pytest.fixture(scope="module")
 async def mtb() -> AsyncIterator[TestBackend]:
-    async with TestBackend(clock=ManualClock(NOW), run_scheduler=False, serve=False) as harness:
+    async with clocked_backend(NOW) as harness:
         yield harness
 
 
 @pytest.fixture
 def clock(mtb: TestBackend) -> ManualClock:
-    assert isinstance(mtb.clock, ManualClock)
-    mtb.clock.set(NOW)
-    return mtb.clock
+    return clock_at(mtb, NOW)
 
 
 @pytest.fixture

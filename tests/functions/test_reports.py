@@ -10,7 +10,7 @@ import pytest
 
 from backend import AppError, Forbidden
 from backend.testing import ManualClock, TestBackend
-from tests.support.booking import UTC, World, iso, new_world
+from tests.support.booking import UTC, World, clock_at, clocked_backend, iso, new_world
 from tests.support.sync_client import RawClient
 
 NOW = dt.datetime(2030, 9, 2, 9, 0, tzinfo=UTC)
@@ -20,15 +20,13 @@ SPAN = {"from": iso(NOW), "to": iso(NOW + dt.timedelta(days=7))}
 
 @pytest.fixture(scope="module")
 async def rtb() -> AsyncIterator[TestBackend]:
-    async with TestBackend(clock=ManualClock(NOW), run_scheduler=False, serve=False) as harness:
+    async with clocked_backend(NOW) as harness:
         yield harness
 
 
 @pytest.fixture
 def clock(rtb: TestBackend) -> ManualClock:
-    assert isinstance(rtb.clock, ManualClock)
-    rtb.clock.set(NOW)
-    return rtb.clock
+    return clock_at(rtb, NOW)
 
 
 @pytest.fixture

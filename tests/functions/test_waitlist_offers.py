@@ -15,7 +15,7 @@ import pytest
 
 from backend import AppError, NotFound
 from backend.testing import ManualClock, TestBackend
-from tests.support.booking import UTC, World, new_world
+from tests.support.booking import UTC, World, clock_at, clocked_backend, new_world
 
 NOW = dt.datetime(2030, 9, 2, 9, 0, tzinfo=UTC)
 CLASS = NOW + dt.timedelta(days=3)
@@ -24,15 +24,13 @@ AFTER_CUTOFF = CLASS - dt.timedelta(hours=13)  # inside the 12 h late window + 2
 
 @pytest.fixture(scope="module")
 async def otb() -> AsyncIterator[TestBackend]:
-    async with TestBackend(clock=ManualClock(NOW), run_scheduler=False, serve=False) as harness:
+    async with clocked_backend(NOW) as harness:
         yield harness
 
 
 @pytest.fixture
 def clock(otb: TestBackend) -> ManualClock:
-    assert isinstance(otb.clock, ManualClock)
-    otb.clock.set(NOW)
-    return otb.clock
+    return clock_at(otb, NOW)
 
 
 @pytest.fixture

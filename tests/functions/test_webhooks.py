@@ -18,7 +18,7 @@ import pytest
 from backend import AppError, Forbidden
 from backend.testing import ManualClock, TestBackend
 from backend.values import decode_value
-from tests.support.booking import UTC, World, new_world
+from tests.support.booking import UTC, World, clock_at, clocked_backend, new_world
 
 NOW = dt.datetime(2030, 9, 2, 9, 0, tzinfo=UTC)
 CLASS = NOW + dt.timedelta(days=3)
@@ -67,7 +67,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture(scope="module")
 async def wtb() -> AsyncIterator[TestBackend]:
-    async with TestBackend(clock=ManualClock(NOW), run_scheduler=False, serve=False) as harness:
+    async with clocked_backend(NOW) as harness:
         yield harness
 
 
@@ -75,9 +75,7 @@ async def wtb() -> AsyncIterator[TestBackend]:
 def clock(wtb: TestBackend, monkeypatch: pytest.MonkeyPatch) -> ManualClock:
     monkeypatch.setenv("BACKEND_WEBHOOK_ALLOW_PRIVATE_URLS", "1")  # the receiver is on loopback
     monkeypatch.setenv("BACKEND_WEBHOOK_TIMEOUT_SECONDS", "0.4")
-    assert isinstance(wtb.clock, ManualClock)
-    wtb.clock.set(NOW)
-    return wtb.clock
+    return clock_at(wtb, NOW)
 
 
 @pytest.fixture

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from backend import AppError
-from backend.testing import TestBackend
+from backend.testing import ManualClock, TestBackend
 from backend.validators import camel
 
 UTC = dt.UTC
+
+
+@asynccontextmanager
+async def clocked_backend(now: dt.datetime) -> AsyncIterator[TestBackend]:
+    """A module's backend for booking rules: a clock the test moves, no scheduler loop, no served port."""
+    async with TestBackend(clock=ManualClock(now), run_scheduler=False, serve=False) as harness:
+        yield harness
+
+
+def clock_at(tb: TestBackend, now: dt.datetime) -> ManualClock:
+    """``tb``'s clock set back to ``now`` (each test starts from the module's instant)."""
+    assert isinstance(tb.clock, ManualClock)
+    tb.clock.set(now)
+    return tb.clock
 
 
 def iso(when: dt.datetime) -> str:

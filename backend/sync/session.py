@@ -376,9 +376,12 @@ class SyncSession:
             )
         if message.newVersion <= message.baseVersion:
             self._fatal("ModifyQuerySet newVersion must be greater than baseVersion")
-        # Checked in message order (an id may be added, removed and added again in one message), and handed to
-        # the hub in that order; argument depth is checked here, in this socket's task.
+        # Checked and handed to the hub in message order (an id may be added, removed and added again in one
+        # message); argument depth is checked here, in this socket's task. A refusal closes the socket before
+        # the hub sees any of the message.
+        hub = self.backend.hub
         live = set(self._pending_ids)
+        ops: list[QueryOp] = []
         for mod in message.modifications:
             if isinstance(mod, p.Add):
                 if mod.queryId in live:
@@ -386,16 +389,6 @@ class SyncSession:
                 if len(mod.args) != 1:
                     self._fatal(f"query {mod.queryId}: args must be a one-element array")
                 live.add(mod.queryId)
-            else:
-                if mod.queryId not in live:
-                    self._fatal(f"query id {mod.queryId} is not in the query set")
-                live.discard(mod.queryId)
-        if len(live) > knobs.MAX_QUERIES_PER_SESSION:
-            self._fatal(f"more than {knobs.MAX_QUERIES_PER_SESSION} queries on one socket")
-        hub = self.backend.hub
-        ops: list[QueryOp] = []
-        for mod in message.modifications:
-            if isinstance(mod, p.Add):
                 try:
                     path = canonical_path(mod.udfPath)
                 except InvalidRequest:
@@ -407,7 +400,12 @@ class SyncSession:
                 else:
                     ops.append((mod.queryId, (path, mod.args[0])))  # validated when the hub applies it
             else:
+                if mod.queryId not in live:
+                    self._fatal(f"query id {mod.queryId} is not in the query set")
+                live.discard(mod.queryId)
                 ops.append((mod.queryId, None))
+        if len(live) > knobs.MAX_QUERIES_PER_SESSION:
+            self._fatal(f"more than {knobs.MAX_QUERIES_PER_SESSION} queries on one socket")
         self._pending_ids = live
         self.received_query_set = message.newVersion
         hub.modify(self.sub, message.newVersion, ops)
@@ -488,7 +486,6 @@ class SyncSession:
             self._mutation_task = None
             if not self._mutations:
                 self._mutations = None
-
 
     async def _mutation(self, message: p.Mutation, identity: Any | None) -> None:
         assert self.sub is not None

@@ -15,6 +15,7 @@ from .. import knobs
 from ..db import DatabaseReader, Txn
 from ..db.reader import PaginationResult
 from ..errors import InvalidArgs, SchemaError
+from ..reactive.hub import is_refusal_key
 from ..schema import TableSpec
 
 if TYPE_CHECKING:
@@ -161,12 +162,12 @@ async def members(backend: Backend, tenant: str) -> list[dict[str, Any]]:
 def _names_tenant(args_key: bytes, tenant: str | None) -> bool:
     """Whether a subscription's arguments (the JSON text its instance is keyed by) name ``tenant``; refused
     subscriptions are keyed by ``!`` and their error, and name nobody."""
-    return tenant is None or (not args_key.startswith(b"!") and tenant.encode() in args_key)
+    return tenant is None or (not is_refusal_key(args_key) and tenant.encode() in args_key)
 
 
 def _shown_args(encoded: bytes) -> Any:
     """A subscription's arguments, or the start of their JSON text when they are long."""
-    if encoded.startswith(b"!"):  # refused before it ran: keyed by its error
+    if is_refusal_key(encoded):  # refused before it ran: keyed by its error
         return None
     if len(encoded) <= _MAX_VALUE_CHARS:
         return msgspec.json.decode(encoded)

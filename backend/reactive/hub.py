@@ -46,7 +46,7 @@ from .invalidation import InvalidationIndex
 if TYPE_CHECKING:
     from ..server import Backend
 
-__all__ = ["CHANNEL", "Hub", "QueryCall", "QueryInstance", "Subscriber"]
+__all__ = ["CHANNEL", "Hub", "QueryCall", "QueryInstance", "Subscriber", "is_refusal_key", "refusal_key"]
 
 log = engine_logger("backend.hub")
 
@@ -73,6 +73,16 @@ class SessionLink(Protocol):
 
     def fail(self) -> None:
         """The hub could not apply or send something for this socket: close it (the client reconnects)."""
+
+
+def refusal_key(reason: str) -> bytes:
+    """The instance key part of a subscription refused before its arguments could be encoded (``!`` and why):
+    never valid JSON, so it cannot collide with real arguments."""
+    return b"!" + reason.encode()[:200]
+
+
+def is_refusal_key(args_key: bytes) -> bool:
+    return args_key.startswith(b"!")
 
 
 @dataclass(eq=False, slots=True)
@@ -265,15 +275,15 @@ class Hub:
             spec = runner.resolve(path, "query", allow_internal=False)
             return QueryCall(path, args_key, spec, runner.validate_args(spec, args))
         except BackendError as error:
-            return QueryCall(path, args_key or b"!" + error.message.encode()[:200], None, {}, error)
+            return QueryCall(path, args_key or refusal_key(error.message), None, {}, error)
         except Exception as error:  # a bug in decoding or validation: this query fails, nothing else does
             log.exception("preparing live query %s failed", path[:200])
-            return QueryCall(path, args_key or b"!" + type(error).__name__.encode(), None, {}, error)
+            return QueryCall(path, args_key or refusal_key(type(error).__name__), None, {}, error)
 
     @staticmethod
     def refused(path: str, error: BackendError) -> QueryCall:
         """A subscription refused before ``prepare`` (its arguments broke a limit): it fails with ``error``."""
-        return QueryCall(path, b"!" + error.message.encode()[:200], None, {}, error)
+        return QueryCall(path, refusal_key(error.message), None, {}, error)
 
     def modify(self, sub: Subscriber, new_version: int, ops: list[QueryOp]) -> None:
         """Apply a ModifyQuerySet's operations in message order (an id may be added, removed and re-added)."""
@@ -306,7 +316,7 @@ class Hub:
     def _resolve_again(self, instance: QueryInstance) -> None:
         self.index.remove(instance.key)
         call = instance.call
-        if call.args_key.startswith(b"!"):  # refused before it was prepared: new code cannot change that
+        if is_refusal_key(call.args_key):  # refused before it was prepared: new code cannot change that
             return
         instance.call = self.prepare(call.path, msgspec.json.decode(call.args_key))
         if instance.call.spec is None:

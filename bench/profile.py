@@ -54,7 +54,7 @@ def summarize(folded: Path, top: int) -> str:
     return "\n".join(out)
 
 
-async def _profile(seconds: float, rate: int, out: Path, speedscope: bool) -> None:
+async def _profile(seconds: float, rate: int, out: Path, speedscope: bool, nonblocking: bool) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     async with fresh_database() as dsn:
         await prepare(dsn, [("slot", SLOTS, 0, 1), ("member", MEMBERS, 0, HISTORY)])
@@ -63,7 +63,7 @@ async def _profile(seconds: float, rate: int, out: Path, speedscope: bool) -> No
             target = out.with_suffix(".speedscope.json") if speedscope else out
             record = await asyncio.create_subprocess_exec(
                 spy, "record", "--pid", str(server.pid), "--duration", str(int(seconds)), "--rate", str(rate),
-                "--nonblocking", *fmt, "-o", str(target),
+                *(["--nonblocking"] if nonblocking else []), *fmt, "-o", str(target),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
             await _load("mutator", {"url": server.ws_url}, 32, 1.0, seconds + 1.0, "prof", dsn)
             _, err = await record.communicate()
@@ -76,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--blocking", action="store_true",
+                        help="pause the server for each sample: whole stacks, at some cost to its speed")
     parser.add_argument("--speedscope", action="store_true", help="write a speedscope file instead of a summary")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "profile.folded"
-    asyncio.run(_profile(args.seconds, args.rate, out, args.speedscope))
+    asyncio.run(_profile(args.seconds, args.rate, out, args.speedscope, not args.blocking))
     if args.speedscope:
         print(f"speedscope file: {out.with_suffix('.speedscope.json')}")
     else:

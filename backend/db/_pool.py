@@ -117,6 +117,9 @@ class PoolGate:
 
     async def _wait(self, slots: asyncio.Semaphore, deadline: float, share_limit: int | None) -> None:
         """Take one of ``slots`` by ``deadline``: the caller's own share (``share_limit``) or the shared pool."""
+        if not slots.locked():  # a free slot is taken without suspending: no timer to arm and cancel
+            await slots.acquire()
+            return
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 await slots.acquire()
@@ -130,8 +133,10 @@ class PoolGate:
             raise _pool_busy() from None
 
     async def _connect(self, deadline: float) -> PoolConnectionProxy[Any]:
+        # A timeout scope rather than asyncpg's own ``timeout=``, which wraps every acquire in a task.
         try:
-            conn: PoolConnectionProxy[Any] = await self.pool.acquire(timeout=max(0.001, deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                conn: PoolConnectionProxy[Any] = await self.pool.acquire()
         except TimeoutError:
             self.timed_out += 1
             raise _pool_busy() from None

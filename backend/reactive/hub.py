@@ -59,6 +59,8 @@ _PRUNE_MAX_BATCHES = 100_000  # per round: keep going while batches come back fu
 QueryKey = tuple[str, bytes, str | None]
 #: Bytes of a Transition besides its modifications (versions, type, brackets), with room to spare.
 _ENVELOPE_BYTES = 1024
+#: Each pass's transaction: one snapshot for the commit-log read and every re-run (see ``Hub._end_pass``).
+_BEGIN_PASS = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 #: Query ops each pending request may apply in a pass even when the pass's budget is spent, so a client
 #: adding one query is not queued behind another client's thousands.
 _MIN_OPS_PER_REQUEST = 8
@@ -175,21 +177,19 @@ class Hub:
         self._prune_task: asyncio.Task[None] | None = None
         self._snapshot_at = time.monotonic()  # when self._snapshot was taken
         self._persisted = 0
-        self.stats = {"snapshots": 0, "reruns": 0, "commits": 0, "transitions": 0}
+        self.stats = {"passes": 0, "snapshots": 0, "reruns": 0, "commits": 0, "transitions": 0}
         self.last_ts = 0
         self._carry_dirty: set[QueryInstance] = set()
         self._carry_touched: set[Subscriber] = set()
         self._applied = False
         self._careful = False
         self._reload = False
+        self._begun = False  # self._conn sits in a begun transaction with no snapshot yet (see _end_pass)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        url = self.backend.url
-        self._conn = await asyncpg.connect(url)
-        await init_connection(self._conn)
-        await self._conn.execute("SET plan_cache_mode = force_custom_plan")
+        self._conn = await self._connect()
         await self._open_signal_connections()
         floor = await self._conn.fetchval("SELECT ts FROM _clock WHERE id = 1")
         self.clock.observe(int(floor or 0))
@@ -333,8 +333,11 @@ class Hub:
         while True:
             # While a wake-up connection is down, come back soon to re-open it rather than at the slow poll.
             timeout = knobs.SCHEDULER_POLL_SECONDS * (5 if self._signals_up() else 0.25)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            if not self._wake.is_set():
+                # A timeout scope, not wait_for: no task per wait, and no extra loop turn before the pass.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             self._wake.clear()
             try:
                 await self._iteration()
@@ -387,17 +390,19 @@ class Hub:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 # Not fatal: the pass below still reads the commit log, and the next one tries again.
                 log.warning("re-opening the hub's wake-up connections failed: %s", error)
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self.backend.url)
-            await init_connection(self._conn)
-            await self._conn.execute("SET plan_cache_mode = force_custom_plan")
-        conn = self._conn
+        self.stats["passes"] += 1
         requests, self._requests = self._requests, []
         dirty: set[QueryInstance] = self._carry_dirty
         touched: set[Subscriber] = self._carry_touched
         self._carry_dirty, self._carry_touched = set(), set()
+        conn: asyncpg.Connection | None = None
+        self._applied = False  # until the requests are applied, a failure (even reconnecting) gives them back
         try:
-            await self._snapshot_and_run(conn, requests, dirty, touched)
+            if self._needs_snapshot(requests):
+                conn = await self._pass_connection()
+                await self._snapshot_and_run(conn, requests, dirty, touched)
+            else:
+                self._without_snapshot(requests, dirty, touched)
         except BaseException:
             # Nothing was sent: keep what this iteration owed, so the next one delivers it.
             for instance in dirty:
@@ -426,6 +431,48 @@ class Hub:
             except Exception:  # one socket's bad frame must not stop the others' Transitions
                 log.exception("sending a transition failed; closing that socket")
                 self._fail(sub)
+        if conn is not None:
+            await self._end_pass(conn)
+
+    def _needs_snapshot(self, requests: list[_Request]) -> bool:
+        """False when nothing on this node is live and no request adds a query: then no commit can change a
+        result here, and the pass only answers completions and version bumps, without PostgreSQL."""
+        return bool(self.instances or self._reload or any(r.ops or r.identity for r in requests))
+
+    def _without_snapshot(self, requests: list[_Request], dirty: set[QueryInstance], touched: set[Subscriber]) -> None:
+        """A pass with no live query: forget the snapshot baseline (no commit since matters here), so the next
+        pass that needs one starts from its own snapshot instead of reading the commits in between."""
+        self._snapshot = None
+        self._snapshot_at = time.monotonic()
+        self._applied = True
+        self._apply_requests(requests, dirty, touched)
+
+    async def _pass_connection(self) -> asyncpg.Connection:
+        """The hub's connection, inside a ``REPEATABLE READ READ ONLY`` transaction that has not yet taken its
+        snapshot. Normally the previous pass left it so (``_end_pass``); else it is begun here."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            self._conn = conn = await self._connect()
+            self._begun = False
+        if not self._begun:
+            # A pass that failed may have left its transaction open (or aborted).
+            await conn.execute(("ROLLBACK; " if conn.is_in_transaction() else "") + _BEGIN_PASS)
+        self._begun = False
+        return conn
+
+    async def _connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self.backend.url)
+        await init_connection(conn)
+        # Waiting between passes in a begun transaction is normal here (see _end_pass), never a leak.
+        await conn.execute("SET plan_cache_mode = force_custom_plan; SET idle_in_transaction_session_timeout = 0")
+        return conn
+
+    async def _end_pass(self, conn: asyncpg.Connection) -> None:
+        """Close this pass's read-only transaction and begin the next one in the same message. Sent after the
+        Transitions, so it is not on the path from a commit to its subscribers; and a begun transaction takes
+        no snapshot until its first statement, so it holds back nothing while the hub waits."""
+        await conn.execute("COMMIT; " + _BEGIN_PASS)
+        self._begun = True
 
     async def _snapshot_and_run(
         self,
@@ -434,40 +481,39 @@ class Hub:
         dirty: set[QueryInstance],
         touched: set[Subscriber],
     ) -> None:
-        self._applied = False
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            # One round trip: the snapshot, and exactly the commits it holds that the previous one did not.
-            head = await conn.fetchrow(
-                "SELECT pg_current_snapshot()::text AS snapshot, ARRAY(SELECT summary FROM _commit_log "
-                "WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) "
-                "AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)) AS summaries",
-                self._snapshot,
-            )
-            assert head is not None
-            rows = head["summaries"]
-            self._snapshot = head["snapshot"]
-            if self.fell_behind():
-                # Rows this node still needed may have been pruned: re-run everything in this snapshot.
-                dirty.update(i for i in self.instances.values() if i.subscribers)
-            self._snapshot_at = time.monotonic()
-            self.stats["snapshots"] += 1
-            self.stats["commits"] += len(rows)
-            for summary in rows:
-                for owner in self.index.match(decode_keys(summary)):
-                    instance = self.instances.get(owner)  # type: ignore[call-overload]
-                    if instance is not None:
-                        dirty.add(instance)
-            if self._reload:
-                self._reload = False
-                for instance in self.instances.values():
-                    if instance.subscribers:
-                        self._resolve_again(instance)
-                        dirty.add(instance)
-            self._applied = True
-            self._apply_requests(requests, dirty, touched)
-            for instance in dirty:
+        # The transaction is begun by _pass_connection and ended by _end_pass, after the Transitions are out.
+        # One round trip: the snapshot, and exactly the commits it holds that the previous one did not.
+        head = await conn.fetchrow(
+            "SELECT pg_current_snapshot()::text AS snapshot, ARRAY(SELECT summary FROM _commit_log "
+            "WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) "
+            "AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)) AS summaries",
+            self._snapshot,
+        )
+        assert head is not None
+        rows = head["summaries"]
+        self._snapshot = head["snapshot"]
+        if self.fell_behind():
+            # Rows this node still needed may have been pruned: re-run everything in this snapshot.
+            dirty.update(i for i in self.instances.values() if i.subscribers)
+        self._snapshot_at = time.monotonic()
+        self.stats["snapshots"] += 1
+        self.stats["commits"] += len(rows)
+        for summary in rows:
+            for owner in self.index.match(decode_keys(summary)):
+                instance = self.instances.get(owner)  # type: ignore[call-overload]
+                if instance is not None:
+                    dirty.add(instance)
+        if self._reload:
+            self._reload = False
+            for instance in self.instances.values():
                 if instance.subscribers:
-                    await self._run(conn, instance)
+                    self._resolve_again(instance)
+                    dirty.add(instance)
+        self._applied = True
+        self._apply_requests(requests, dirty, touched)
+        for instance in dirty:
+            if instance.subscribers:
+                await self._run(conn, instance)
 
     def _apply_requests(
         self, requests: list[_Request], dirty: set[QueryInstance], touched: set[Subscriber]
@@ -604,14 +650,14 @@ class Hub:
         instance.runs += 1
         # Queries run without savepoints (two round trips each) until one fails inside PostgreSQL; that
         # aborts the snapshot, so the whole pass is redone with a savepoint around every query.
-        savepoint = conn.transaction() if self._careful else None
-        if savepoint is not None:
-            await savepoint.start()
+        careful = self._careful
+        if careful:
+            await conn.execute("SAVEPOINT live_query")
         try:
             outcome = await self.backend.runner.execute_query(conn, spec, instance.call.kwargs, instance.identity)
         except Exception as error:  # refused before the body ran, or the engine failed around it
-            if savepoint is not None:
-                await savepoint.rollback()
+            if careful:
+                await conn.execute("ROLLBACK TO SAVEPOINT live_query")
             elif _from_database(error):
                 raise _SnapshotAborted from error
             if not isinstance(error, BackendError):
@@ -620,8 +666,9 @@ class Hub:
             if self.instances.get(instance.key) is instance:
                 self.index.remove(instance.key)
         else:
-            if savepoint is not None:
-                await (savepoint.rollback() if outcome.error is not None else savepoint.commit())
+            if careful:
+                await conn.execute("ROLLBACK TO SAVEPOINT live_query" if outcome.error is not None
+                                   else "RELEASE SAVEPOINT live_query")
             elif outcome.error is not None and _from_database(outcome.error):
                 raise _SnapshotAborted from outcome.error
             # The last subscriber may have left while the query ran: then its ranges must not come back.

@@ -15,12 +15,37 @@ from typing import Any
 import asyncpg
 import msgspec
 
-__all__ = ["Connection", "Database", "connect_pool", "init_connection", "locate_database"]
+__all__ = ["CONNECTION_LOST", "DATABASE_DOWN", "Connection", "Database", "connect_pool", "database_lost_under",
+           "init_connection", "locate_database"]
 
 #: A plain connection or one borrowed from the pool; both run the same statements.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 log = logging.getLogger("backend.postgres")
+
+#: The connection went away mid-call (a restart, a terminated backend, a broken socket): whether a COMMIT
+#: in flight took effect is unknown to this side.
+CONNECTION_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+                   ConnectionError)
+#: What the engine's own database access raises when there is no database to work with right now: lost
+#: mid-call, unreachable, refusing connections, or out of them. A client should get 503 and retry, not a 500.
+DATABASE_DOWN = (*CONNECTION_LOST, OSError, TimeoutError, asyncpg.TooManyConnectionsError,
+                 asyncpg.CannotConnectNowError, asyncpg.InterfaceError)
+#: The same, as a function body meets it: only asyncpg's own errors, since a body's OSError may be its own.
+_LOST_UNDER_BODY = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+                    asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError)
+
+
+def database_lost_under(error: BaseException) -> bool:
+    """Whether a function body failed because PostgreSQL went away under it (the error or what caused it)."""
+    seen: BaseException | None = error
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, _LOST_UNDER_BODY):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @dataclass

@@ -41,7 +41,7 @@ from .errors import (
     UniqueViolation,
 )
 from .logs import LogCollector
-from .postgres import Connection
+from .postgres import CONNECTION_LOST, Connection
 from .registry import FunctionSpec, Kind, RegisteredFunction, Registry
 from .schema import Schema
 from .tenancy import resolve_tenant
@@ -53,10 +53,6 @@ __all__ = ["Outcome", "Runner"]
 log = logging.getLogger("backend.runner")
 
 _RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
-#: The connection went away mid-call (a restart, a terminated backend, a broken socket): whether a COMMIT
-#: in flight took effect is unknown to this side.
-_CONNECTION_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
-                    ConnectionError)
 #: Seconds to let a backend that may still be committing finish before its stored result is looked up.
 _SETTLE_SECONDS = 0.05
 
@@ -296,7 +292,7 @@ class Runner:
                     lane = self._retry_lane(spec, kwargs, getattr(error, "retry_lane", None))
                 await _backoff(attempt)
                 continue
-            except _CONNECTION_LOST:
+            except CONNECTION_LOST:
                 # The stored result is written in the mutation's own transaction: if it is there, the
                 # commit happened and the caller gets its result rather than a failure it would wrongly act on.
                 if session is None:

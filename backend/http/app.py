@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .. import calllog, knobs
-from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated, Unavailable
+from ..errors import AppError, BackendError, InvalidRequest, Unauthenticated
+from ..postgres import DATABASE_DOWN
 from ._idempotency import HEADER, args_binding, idempotency_key, idempotent_session, name_the_header
 from ._peer import WithPeer
-from ._responses import error_response, json_response, outcome_response
+from ._responses import database_unavailable, error_response, json_response, outcome_response
 
 if TYPE_CHECKING:
     from ..server import Backend
@@ -81,16 +80,6 @@ def _identity(request: Request[Any, Any, Any]) -> Any | None:
     return _backend(request).verify_token(token.strip())
 
 
-_DATABASE_DOWN = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-)
-
-
 async def _call(request: Request[Any, Any, Any], kind: str, path: str, args: Any) -> Response[bytes]:
     backend = _backend(request)
     identity = _identity(request)
@@ -111,9 +100,9 @@ async def _call(request: Request[Any, Any, Any], kind: str, path: str, args: Any
             outcome = await runner.mutation(path, args, identity)
         else:
             outcome = await runner.action(path, args, identity)
-    except _DATABASE_DOWN as error:  # the call's own log line already holds the traceback
+    except DATABASE_DOWN as error:  # the call's own log line already holds the traceback
         log.warning("database unavailable for %s: %s: %s", path, type(error).__name__, error)
-        raise Unavailable("the database is unavailable; nothing was done, try again") from None
+        raise database_unavailable() from None
     return outcome_response(outcome)
 
 

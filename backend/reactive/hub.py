@@ -219,10 +219,13 @@ class Hub:
         self._wake.set()
 
     def poke_local(self) -> None:
-        """A local commit happened: process it now, and tell the other nodes (coalesced)."""
+        """A local commit happened: process it now, and tell the other nodes (coalesced) once this node's
+        pass has sent its Transitions, so the NOTIFY's round trip does not compete with the local pass."""
         self._wake.set()
         self._notify_pending = True
-        if self._notify_task is None or self._notify_task.done():
+
+    def _tell_other_nodes(self) -> None:
+        if self._notify_pending and (self._notify_task is None or self._notify_task.done()):
             self._notify_task = asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
@@ -345,9 +348,11 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except _SnapshotAborted:
+                self._tell_other_nodes()
                 self._careful = True  # redo the pass at once, one savepoint per query
                 self._wake.set()
             except Exception:
+                self._tell_other_nodes()
                 log.exception("hub iteration failed; retrying")
                 await asyncio.sleep(0.05)
                 self._wake.set()
@@ -431,6 +436,7 @@ class Hub:
             except Exception:  # one socket's bad frame must not stop the others' Transitions
                 log.exception("sending a transition failed; closing that socket")
                 self._fail(sub)
+        self._tell_other_nodes()
         if conn is not None:
             await self._end_pass(conn)
 

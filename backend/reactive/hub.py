@@ -37,7 +37,7 @@ from ..db import decode_keys
 from ..errors import AppError, BackendError, LimitExceeded
 from ..failures import public_message, report
 from ..logs import engine_logger
-from ..postgres import init_connection
+from ..postgres import CONNECTION_LOST, init_connection
 from ..registry import FunctionSpec
 from ..values import encode_error_data
 from .clock import HybridClock
@@ -408,7 +408,10 @@ class Hub:
                 await self._snapshot_and_run(conn, requests, dirty, touched)
             else:
                 self._without_snapshot(requests, dirty, touched)
-        except BaseException:
+        except BaseException as error:
+            if conn is not None and _connection_broken(error):
+                self._conn, self._begun = None, False
+                conn.terminate()  # the next pass connects afresh
             # Nothing was sent: keep what this iteration owed, so the next one delivers it.
             for instance in dirty:
                 instance.digest = b""  # its last result may never have been sent
@@ -802,7 +805,20 @@ def _from_database(error: BaseException) -> bool:
     for _ in range(6):
         if seen is None:
             return False
-        if isinstance(seen, asyncpg.PostgresError | asyncpg.InterfaceError):
+        if isinstance(seen, asyncpg.PostgresError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _connection_broken(error: BaseException) -> bool:
+    """Whether ``error`` leaves the hub's connection unusable (lost, or its protocol out of step with the
+    server, as when a terminated backend's last message arrives mid-pass): then it is replaced, not reused."""
+    seen: BaseException | None = error
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, (*CONNECTION_LOST, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -69,6 +69,9 @@ ACTION_TIMEOUT_SECONDS = _env_float("BACKEND_ACTION_TIMEOUT_SECONDS", 120.0, 0.0
 STATEMENT_TIMEOUT_SECONDS = _env_float("BACKEND_STATEMENT_TIMEOUT_SECONDS", 10.0, 0.0, 86400.0)
 #: Transitions waiting to be written to one socket before the client is cut off. Convex uses 2.
 MAX_PENDING_TRANSITIONS = _env_int("BACKEND_MAX_PENDING_TRANSITIONS", 4, 1, 1000)
+#: Bytes of frames waiting to be written to one socket (behind a send the socket is not taking) before the
+#: client is cut off: with the counts above, what one slow reader can make the server hold.
+MAX_QUEUED_BYTES = _env_int("BACKEND_MAX_QUEUED_BYTES", 64 * 1024 * 1024, 1024, 1 << 34)
 #: Seconds without a message to a client before a JSON Ping is sent.
 PING_INTERVAL_SECONDS = _env_float("BACKEND_PING_INTERVAL_SECONDS", 15.0, 0.1, 60.0)
 #: Queries one socket may hold.

@@ -83,7 +83,7 @@ class SyncSession:
 
     __slots__ = (
         "_abandon", "_broken", "_close_reason", "_expiry", "_inflight", "_last_sent", "_mutation_task", "_mutations",
-        "_outbox", "_pending_ids", "_pending_transitions", "_reading", "_stop_requested", "_task", "_tasks",
+        "_outbox", "_pending_ids", "_pending_transitions", "_queued_bytes", "_reading", "_stop_requested", "_task", "_tasks",
         "_writer", "backend", "chunked_transitions", "fresh_session", "identity", "received_identity",
         "received_query_set", "session_id", "state", "sub", "transport",
     )
@@ -102,6 +102,7 @@ class SyncSession:
         self.sub: Subscriber | None = None
         self._outbox: Outbox = NO_FRAMES  # frames behind a send that waits for the socket; an Outbox of its own then
         self._pending_transitions = 0  # Transitions in the outbox
+        self._queued_bytes = 0  # bytes in the outbox
         self._writer: asyncio.Task[None] | None = None  # exists only while a send waits for the socket
         self._broken = False  # a send failed: the socket is gone, nothing more is written
         self._last_sent = time.monotonic()
@@ -129,8 +130,9 @@ class SyncSession:
             return True
         if transition and self._pending_transitions >= knobs.MAX_PENDING_TRANSITIONS:
             return False
-        if len(self._outbox) >= knobs.MAX_PENDING_TRANSITIONS + knobs.MAX_INFLIGHT_REQUESTS:
-            # Responses pile up too: the client is not reading at all.
+        if (len(self._outbox) >= knobs.MAX_PENDING_TRANSITIONS + knobs.MAX_INFLIGHT_REQUESTS
+                or self._queued_bytes + len(frame) > knobs.MAX_QUEUED_BYTES):
+            # Responses pile up too, or large results do: the client is not reading (fast enough).
             self.overloaded()
             return False
         self._queue(frame, transition)
@@ -140,8 +142,7 @@ class SyncSession:
         """Cut the client off now: forget its subscriptions and queued frames, then close with a reason the
         official client backs off on. Waiting for the writer would wait for the very client that is not reading."""
         self._abandon = True
-        self._outbox.clear()  # released now, not when the close completes
-        self._pending_transitions = 0
+        self._drop_queued()  # released now, not when the close completes
         self._begin_close(1013, "TooManyConcurrentRequests: the client is not reading transitions fast enough")
         self._stop_reading()
 
@@ -171,8 +172,15 @@ class SyncSession:
         if self._outbox is NO_FRAMES:
             self._outbox = Outbox()
         self._outbox.append((frame, transition))
+        self._queued_bytes += len(frame)
         if transition:
             self._pending_transitions += 1
+
+    def _drop_queued(self) -> None:
+        """Release every queued frame now (the socket is being cut off or is gone)."""
+        self._outbox.clear()
+        self._pending_transitions = 0
+        self._queued_bytes = 0
 
     def _send(self, frame: bytes) -> None:
         """Write ``frame`` now. A send that has to wait for the socket is finished by a writer task, and every
@@ -194,6 +202,7 @@ class SyncSession:
             await finish(send, waiting)
             while self._outbox:
                 frame, transition = self._outbox.popleft()
+                self._queued_bytes -= len(frame)
                 if transition:
                     self._pending_transitions -= 1
                 self._last_sent = time.monotonic()
@@ -208,8 +217,7 @@ class SyncSession:
     def _send_failed(self) -> None:
         """The socket is gone (or cannot be written): drop what is queued and end the session."""
         self._broken = True
-        self._outbox.clear()
-        self._pending_transitions = 0
+        self._drop_queued()
         self._begin_close(1011, "InternalServerError: the socket could not be written")
         self._stop_reading()
 
@@ -270,8 +278,7 @@ class SyncSession:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(writer, timeout=5)
                 writer.cancel()
-            self._outbox.clear()  # release queued frames now, not when the close completes
-            self._pending_transitions = 0
+            self._drop_queued()  # release queued frames now, not when the close completes
             code, reason = self._close_reason or (1000, "")
             with contextlib.suppress(Exception):
                 # The close frame waits behind unread data; a client that never reads is given up on.

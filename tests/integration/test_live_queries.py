@@ -371,3 +371,36 @@ async def test_a_client_that_stops_reading_is_cut_off_with_bounded_memory(tb: Te
         await healthy.until(lambda: healthy.results[hq] == produced + 1)
         _, closed = await slow.closed(timeout=20)
         assert closed.rcvd is not None and closed.rcvd.reason.startswith("TooManyConcurrentRequests"), closed
+
+
+async def test_a_slow_reader_of_large_results_is_cut_off_by_bytes_not_only_by_count(
+    tb: TestBackend, monkeypatch: Any
+) -> None:
+    """Few frames, each large: the count bound alone would let one socket hold them all; the byte bound cuts it
+    off once what waits for it passes BACKEND_MAX_QUEUED_BYTES."""
+    monkeypatch.setattr(knobs, "MAX_PENDING_TRANSITIONS", 1000)
+    monkeypatch.setattr(knobs, "MAX_QUEUED_BYTES", 1_000_000)
+    name = unique("bytes")
+    backend = tb.backend
+    assert backend is not None
+    async with RawClient.open(tb.port, max_queue=1, max_size=None, compression=None) as slow, RawClient.open(tb.port) as healthy:
+        await slow.subscribe(("counters:padded", {"name": name, "size": 200_000}))
+        (hq,) = await healthy.subscribe(("counters:get", {"name": name}))
+        session = next(
+            s for s in backend.sessions
+            if s.sub is not None
+            and any(i.key[0] == "counters:padded" and name.encode() in i.key[1] for i in s.sub.queries.values())
+        )
+        most_queued = 0
+        for produced in range(1, 400):
+            await tb.mutation("counters:increment", {"name": name})
+            await healthy.until(lambda p=produced: healthy.results[hq] == p)
+            most_queued = max(most_queued, session._queued_bytes)
+            if session not in backend.sessions:
+                break
+        else:
+            raise AssertionError("the slow reader of large results was never cut off")
+        assert most_queued <= 1_000_000, f"{most_queued} bytes queued for one socket"
+        assert session._queued_bytes == 0, "a cut-off socket still holds its queued frames"
+        _, closed = await slow.closed(timeout=20)
+        assert closed.rcvd is not None and closed.rcvd.reason.startswith("TooManyConcurrentRequests"), closed

@@ -12,6 +12,8 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+
 from backend import knobs
 from backend.errors import Conflict
 from backend.testing import TestBackend, create_database, drop_database
@@ -340,8 +342,17 @@ async def test_a_timestamp_no_node_could_have_issued_is_refused_and_moves_nothin
 # -- slow readers -----------------------------------------------------------------------------------------
 
 
-async def test_a_client_that_stops_reading_is_cut_off_with_bounded_memory(tb: TestBackend, monkeypatch: Any) -> None:
-    monkeypatch.setattr(knobs, "MAX_PENDING_TRANSITIONS", 3)
+@pytest.mark.parametrize("bound", ["frames", "bytes"])
+async def test_a_client_that_stops_reading_is_cut_off_with_bounded_memory(
+    tb: TestBackend, monkeypatch: Any, bound: str
+) -> None:
+    """A socket that stops reading is cut off once what waits for it passes a bound: the count of unsent
+    Transitions, or (few frames, each large) BACKEND_MAX_QUEUED_BYTES, so no slow reader holds gigabytes."""
+    if bound == "frames":
+        monkeypatch.setattr(knobs, "MAX_PENDING_TRANSITIONS", 3)
+    else:
+        monkeypatch.setattr(knobs, "MAX_PENDING_TRANSITIONS", 1000)
+        monkeypatch.setattr(knobs, "MAX_QUEUED_BYTES", 1_000_000)
     name = unique("slow")
     backend = tb.backend
     assert backend is not None
@@ -353,54 +364,24 @@ async def test_a_client_that_stops_reading_is_cut_off_with_bounded_memory(tb: Te
             if s.sub is not None
             and any(i.key[0] == "counters:padded" and name.encode() in i.key[1] for i in s.sub.queries.values())
         )
-        most_pending = 0
-        produced = 0
+        most_frames = most_bytes = produced = 0
         for produced in range(1, 400):
             await tb.mutation("counters:increment", {"name": name})
             await healthy.until(lambda p=produced: healthy.results[hq] == p)
-            most_pending = max(most_pending, session._outbox.qsize())
+            most_frames = max(most_frames, session._outbox.qsize())
+            most_bytes = max(most_bytes, session._queued_bytes)
             if session not in backend.sessions:
                 break
         else:
             raise AssertionError(f"the slow reader was never cut off (state {session.state}, close {session._close_reason})")
-        assert most_pending <= knobs.MAX_PENDING_TRANSITIONS + 2, f"{most_pending} frames queued for one socket"
+        if bound == "frames":
+            assert most_frames <= knobs.MAX_PENDING_TRANSITIONS + 2, f"{most_frames} frames queued for one socket"
+        else:
+            assert most_bytes <= knobs.MAX_QUEUED_BYTES, f"{most_bytes} bytes queued for one socket"
         assert session.sub is not None and session.sub not in backend.hub.subscribers
-        assert session._outbox.qsize() == 0, "a cut-off socket still holds its queued frames"
+        assert session._outbox.qsize() == 0 and session._queued_bytes == 0, "a cut-off socket still holds frames"
         # The healthy socket is unaffected; the slow one finds the reason after the frames already in flight.
         await tb.mutation("counters:increment", {"name": name})
         await healthy.until(lambda: healthy.results[hq] == produced + 1)
-        _, closed = await slow.closed(timeout=20)
-        assert closed.rcvd is not None and closed.rcvd.reason.startswith("TooManyConcurrentRequests"), closed
-
-
-async def test_a_slow_reader_of_large_results_is_cut_off_by_bytes_not_only_by_count(
-    tb: TestBackend, monkeypatch: Any
-) -> None:
-    """Few frames, each large: the count bound alone would let one socket hold them all; the byte bound cuts it
-    off once what waits for it passes BACKEND_MAX_QUEUED_BYTES."""
-    monkeypatch.setattr(knobs, "MAX_PENDING_TRANSITIONS", 1000)
-    monkeypatch.setattr(knobs, "MAX_QUEUED_BYTES", 1_000_000)
-    name = unique("bytes")
-    backend = tb.backend
-    assert backend is not None
-    async with RawClient.open(tb.port, max_queue=1, max_size=None, compression=None) as slow, RawClient.open(tb.port) as healthy:
-        await slow.subscribe(("counters:padded", {"name": name, "size": 200_000}))
-        (hq,) = await healthy.subscribe(("counters:get", {"name": name}))
-        session = next(
-            s for s in backend.sessions
-            if s.sub is not None
-            and any(i.key[0] == "counters:padded" and name.encode() in i.key[1] for i in s.sub.queries.values())
-        )
-        most_queued = 0
-        for produced in range(1, 400):
-            await tb.mutation("counters:increment", {"name": name})
-            await healthy.until(lambda p=produced: healthy.results[hq] == p)
-            most_queued = max(most_queued, session._queued_bytes)
-            if session not in backend.sessions:
-                break
-        else:
-            raise AssertionError("the slow reader of large results was never cut off")
-        assert most_queued <= 1_000_000, f"{most_queued} bytes queued for one socket"
-        assert session._queued_bytes == 0, "a cut-off socket still holds its queued frames"
         _, closed = await slow.closed(timeout=20)
         assert closed.rcvd is not None and closed.rcvd.reason.startswith("TooManyConcurrentRequests"), closed

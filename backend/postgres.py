@@ -111,8 +111,14 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 async def connect_pool(
     url: str, *, min_size: int = 2, max_size: int = 20, statement_timeout: float = 0.0
 ) -> asyncpg.Pool:
-    """``statement_timeout`` (seconds, 0 = none): PostgreSQL cancels any longer statement on these connections."""
-    settings = {"statement_timeout": str(round(statement_timeout * 1000))} if statement_timeout > 0 else None
+    """``statement_timeout`` (seconds, 0 = none): PostgreSQL cancels any longer statement on these connections.
+
+    ``idle_in_transaction_session_timeout`` is off on them whatever the server's default: the gate keeps
+    connections idle in a begun transaction for the next mutation (``db._pool``), and calls have their own
+    time limits."""
+    settings = {"idle_in_transaction_session_timeout": "0"}
+    if statement_timeout > 0:
+        settings["statement_timeout"] = str(round(statement_timeout * 1000))
     pool = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, init=init_connection, server_settings=settings,
         reset=_keep_session)

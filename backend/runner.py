@@ -342,8 +342,9 @@ class Runner:
         bound: str,
     ) -> Outcome:
         """``bound``: what a stored result answers (the function's path, plus any argument binding)."""
-        async with self.gate.acquire(identity) as conn:
-            if session is not None and lookup:
+        looked_up = session is not None and lookup
+        async with self.gate.acquire(identity, serializable=not looked_up) as conn:
+            if looked_up and session is not None:
                 # Looked up before the transaction, not inside it: a SERIALIZABLE read here would put a
                 # predicate lock on the index page other sessions insert their results into, and abort them
                 # (measured in bench/: 3x fewer mutations/s). A replay racing its first run is caught by the
@@ -354,7 +355,8 @@ class Runner:
             failure: Outcome | None = None
             resolved: str | None = None
             try:
-                async with serializable(conn) as final:  # the bookkeeping rows go with the COMMIT
+                # The bookkeeping rows go with the COMMIT, and maybe the next mutation's BEGIN.
+                async with serializable(conn, begin_next=self.gate.keep_next) as final:
                     now = self.clock.now()
                     txn = Txn(conn, self.schema, now, read_only=False, function_path=spec.path,
                               actor=_subject(identity), request_id=request_id, cross_tenant=spec.cross_tenant)

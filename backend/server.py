@@ -100,8 +100,11 @@ class Backend:
         self.pool = await connect_pool(self.database.url, max_size=knobs.POOL_MAX_SIZE,
                                        statement_timeout=knobs.STATEMENT_TIMEOUT_SECONDS)
         async with self.pool.acquire() as conn:
-            await conn.execute("SET statement_timeout = 0")  # building an index may take long; reset on release
-            await apply_schema(conn, self.schema, self.config.migrations_dir)
+            # Building an index may take long. The pool keeps session state on release, so the connection's
+            # own limit (from its startup settings) is restored here, or one pool connection would keep none.
+            await conn.execute("SET statement_timeout = 0")
+            await apply_schema(conn, self.schema, self.config.migrations_dir)  # a failure here ends the start
+            await conn.execute("RESET statement_timeout")
         self._runner = Runner(self.pool, self.schema, self.registry, clock=self.config.clock)
         self._runner.expose_errors = self.config.dev
         from .reactive.hub import Hub
@@ -130,6 +133,8 @@ class Backend:
             await self.scheduler.stop()
         if self.hub is not None:
             await self.hub.stop()
+        if self._runner is not None:
+            await self._runner.gate.close()  # gives back the connections it keeps begun
         if self.pool is not None:
             await self.pool.close()
             self.pool = None

@@ -4,12 +4,16 @@ asyncpg sends ``COMMIT`` on its own, after the bookkeeping rows (commit log, sto
 written as literals into one simple-protocol message ending in ``COMMIT``. Every literal is hex
 (``decode('…', 'hex')``) or a Python ``int``, so no value can change the statement. The transaction is
 started by hand (``BEGIN``), so ``Connection.transaction()`` inside it fails loudly in asyncpg rather than
-nesting.
+nesting. The same message may also begin the next mutation's transaction (see ``_pool.PoolGate``), which
+then needs no ``BEGIN`` round trip of its own.
+
+The bookkeeping rows carry ``statement_timestamp()``, not the column default ``now()``: in a transaction
+begun ahead of time, ``now()`` is when it was begun.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from ..postgres import Connection
@@ -32,7 +36,8 @@ class FinalWrites:
         self.statements: list[str] = []
 
     def commit_log(self, summary: bytes) -> None:
-        self.statements.append(f"INSERT INTO _commit_log (xid, summary) VALUES (pg_current_xact_id(), {_bytea(summary)})")
+        self.statements.append("INSERT INTO _commit_log (xid, summary, committed_at) "
+                               f"VALUES (pg_current_xact_id(), {_bytea(summary)}, statement_timestamp())")
 
     def session_result(self, session_id: str, request_id: int, result: bytes, log_lines: bytes,
                        identity: str | None, function_path: str) -> None:
@@ -40,20 +45,27 @@ class FinalWrites:
         what it ran (the function path, plus any argument binding)."""
         caller = "NULL" if identity is None else _text(identity)
         self.statements.append(
-            "INSERT INTO _session_requests (session_id, request_id, result, log_lines, identity, function_path) "
-            f"VALUES ({_text(session_id)}, {int(request_id)}, {_bytea(result)}, {_bytea(log_lines)}, {caller}, "
-            f"{_text(function_path)})")
+            "INSERT INTO _session_requests (session_id, request_id, result, log_lines, identity, function_path, "
+            f"created_at) VALUES ({_text(session_id)}, {int(request_id)}, {_bytea(result)}, {_bytea(log_lines)}, "
+            f"{caller}, {_text(function_path)}, statement_timestamp())")
+
+
+BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"
 
 
 @asynccontextmanager
-async def serializable(conn: Connection) -> AsyncIterator[FinalWrites]:
-    """``BEGIN ISOLATION LEVEL SERIALIZABLE``; on success the final writes and ``COMMIT`` in one message, else
-    ``ROLLBACK``. A failure in the final message (a unique or serialization error) leaves no transaction open."""
-    await conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+async def serializable(conn: Connection, *, begin_next: Callable[[], bool] | None = None) -> AsyncIterator[FinalWrites]:
+    """``BEGIN ISOLATION LEVEL SERIALIZABLE`` unless ``conn`` is already in a begun one; on success the final
+    writes and ``COMMIT`` in one message, else ``ROLLBACK``. A failure in the final message (a unique or
+    serialization error) leaves no transaction open. When ``begin_next()`` says so at commit, the message
+    also begins the next transaction and ``conn`` stays in it."""
+    if not conn.is_in_transaction():
+        await conn.execute(BEGIN)
     final = FinalWrites()
     try:
         yield final
-        await conn.execute(";\n".join([*final.statements, "COMMIT"]))
+        after = [BEGIN] if begin_next is not None and begin_next() else []
+        await conn.execute(";\n".join([*final.statements, "COMMIT", *after]))
     except BaseException:
         if not conn.is_closed() and conn.is_in_transaction():
             try:

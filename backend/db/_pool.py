@@ -11,11 +11,21 @@ the whole pool busy gets ``Unavailable`` (503). Either way nothing was done, so 
 
 Calls made inside the server (the scheduler, actions' ``run_mutation`` inherit their caller, tests) that
 carry no ``PEER`` count only against the shared limit.
+
+A mutation's commit message may end with the next ``BEGIN ISOLATION LEVEL SERIALIZABLE``: its connection is
+then *kept begun* here rather than given back to the pool, and the next mutation starts on it without a
+``BEGIN`` round trip. Such a transaction has run no statement, so it has no snapshot, holds no lock and no
+vacuum horizon; its snapshot is taken by the next mutation's first statement, as with a fresh ``BEGIN``.
+Kept connections count with the calls against the gate's size, so the pool always keeps its reserve; a call
+that needs a plain connection when they fill it rolls one back. How many are kept follows demand (a
+mutation that found none raises the limit, a rollback lowers it), and one idle for ``KEEP_SECONDS`` goes
+back to the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +39,10 @@ from .. import knobs
 from ..errors import Overloaded, Unavailable
 from ..postgres import Connection
 
-__all__ = ["PEER", "PoolGate", "caller_key"]
+__all__ = ["KEEP_SECONDS", "PEER", "PoolGate", "caller_key"]
+
+#: Seconds a connection kept begun may wait for the next mutation before it goes back to the pool.
+KEEP_SECONDS = 2.0
 
 #: The network address of the client whose request the current task serves (None inside the server).
 PEER: ContextVar[str | None] = ContextVar("backend_peer", default=None)
@@ -64,6 +77,11 @@ class PoolGate:
         self._shares: dict[str, _Share] = {}
         self.refused = 0  # calls refused because their caller had too many waiting
         self.timed_out = 0  # calls that waited longer than the pool wait
+        self.started_begun = 0  # mutations that started on a connection kept begun (no BEGIN round trip)
+        self._kept: collections.deque[tuple[PoolConnectionProxy[Any], float]] = collections.deque()
+        self._keep_limit = 0  # how many may be kept: follows demand
+        self._expiry: asyncio.TimerHandle | None = None
+        self._returning: set[asyncio.Task[None]] = set()
 
     @property
     def free(self) -> int:
@@ -78,8 +96,16 @@ class PoolGate:
         running = share.limit - share.slots._value
         return running, share.users - running
 
+    @property
+    def kept(self) -> int:
+        """Connections kept begun for the next mutation."""
+        return len(self._kept)
+
     @contextlib.asynccontextmanager
-    async def acquire(self, identity: Any | None) -> AsyncIterator[Connection]:
+    async def acquire(self, identity: Any | None, *, serializable: bool = False) -> AsyncIterator[Connection]:
+        """A connection for one call. ``serializable``: the caller starts a SERIALIZABLE transaction at once
+        (``db.serializable``), so it may get a connection kept begun (``conn.is_in_transaction()``); if its
+        commit began the next transaction, the connection is kept for the next such caller."""
         deadline = time.monotonic() + knobs.POOL_WAIT_SECONDS
         key = caller_key(identity)
         share = None if key is None else self._enter(key)
@@ -89,11 +115,16 @@ class PoolGate:
             try:
                 await self._wait(self._slots, deadline, None)
                 try:
-                    conn = await self._connect(deadline)
+                    conn = await self._take(deadline, serializable)
+                    finished = False
                     try:
                         yield conn
+                        finished = True
                     finally:
-                        await self.pool.release(conn)
+                        if finished and serializable and _begun(conn):
+                            self._keep(conn)
+                        else:
+                            await self.pool.release(conn)
                 finally:
                     self._slots.release()
             finally:
@@ -132,6 +163,82 @@ class PoolGate:
                     "(BACKEND_POOL_WAIT_SECONDS); retry later") from None
             raise _pool_busy() from None
 
+    def keep_next(self) -> bool:
+        """Should a committing mutation begin the next transaction in its commit message?"""
+        return len(self._kept) < self._keep_limit
+
+    async def close(self) -> None:
+        """Give every kept connection back to the pool (before the pool closes)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        while self._kept:
+            await self._give_back(self._kept.popleft()[0])
+        if self._returning:
+            await asyncio.gather(*self._returning, return_exceptions=True)
+
+    async def _take(self, deadline: float, serializable: bool) -> PoolConnectionProxy[Any]:
+        while self._kept:
+            if serializable:
+                conn = self._kept.pop()[0]  # the most recent: the oldest ones age out
+            elif self.size - self._slots._value + len(self._kept) > self.size:
+                # Kept connections and calls fill the gate's size: roll one back rather than dip into the
+                # pool's reserve, and keep fewer from now on.
+                conn = self._kept.popleft()[0]
+                self._keep_limit = max(0, self._keep_limit - 1)
+                try:
+                    await conn.execute("ROLLBACK")
+                except BaseException as error:
+                    self._return_later(conn)
+                    if isinstance(error, Exception):
+                        continue
+                    raise
+            else:
+                break
+            if not _begun(conn):  # its server went away while it waited (asyncpg may have taken it back)
+                self._return_later(conn)
+                continue
+            if serializable:
+                self.started_begun += 1
+            return conn
+        if serializable:
+            self._keep_limit = min(self.size, self._keep_limit + 1)  # a mutation found none kept
+        return await self._connect(deadline)
+
+    def _keep(self, conn: PoolConnectionProxy[Any]) -> None:
+        if len(self._kept) >= self._keep_limit:
+            self._return_later(conn)
+            return
+        self._kept.append((conn, time.monotonic()))
+        if self._expiry is None:
+            self._expiry = asyncio.get_running_loop().call_later(KEEP_SECONDS, self._expire)
+
+    def _expire(self) -> None:
+        """Give back the connections kept longer than ``KEEP_SECONDS``; check again when the next one is due."""
+        self._expiry = None
+        now = time.monotonic()
+        while self._kept and now - self._kept[0][1] >= KEEP_SECONDS:
+            self._return_later(self._kept.popleft()[0])
+        if self._kept:
+            due = self._kept[0][1] + KEEP_SECONDS - now
+            self._expiry = asyncio.get_running_loop().call_later(due, self._expire)
+
+    def _return_later(self, conn: PoolConnectionProxy[Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._give_back(conn))
+        self._returning.add(task)
+        task.add_done_callback(self._returning.discard)
+
+    async def _give_back(self, conn: PoolConnectionProxy[Any]) -> None:
+        """Roll back the begun transaction and give the connection back to the pool (which drops it if broken)."""
+        if _begun(conn):
+            try:
+                await conn.execute("ROLLBACK")
+            except Exception:
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+        with contextlib.suppress(Exception):  # a proxy asyncpg already took back is left alone
+            await self.pool.release(conn)
+
     async def _connect(self, deadline: float) -> PoolConnectionProxy[Any]:
         # A timeout scope rather than asyncpg's own ``timeout=``, which wraps every acquire in a task.
         try:
@@ -146,6 +253,14 @@ class PoolGate:
         share.users -= 1
         if share.users == 0 and self._shares.get(key) is share:
             del self._shares[key]
+
+
+def _begun(conn: PoolConnectionProxy[Any]) -> bool:
+    """Open and inside a transaction. False too for a proxy asyncpg took back when its connection closed."""
+    try:
+        return not conn.is_closed() and conn.is_in_transaction()
+    except asyncpg.InterfaceError:
+        return False
 
 
 def _pool_busy() -> Unavailable:

@@ -20,17 +20,17 @@ REAL = runner_module.serializable
 
 
 @asynccontextmanager
-async def reply_lost_after_commit(conn: Any) -> AsyncIterator[Any]:
+async def reply_lost_after_commit(conn: Any, **options: Any) -> AsyncIterator[Any]:
     """The COMMIT takes effect; then the socket breaks before its answer arrives."""
-    async with REAL(conn) as final:
+    async with REAL(conn, **options) as final:
         yield final
     raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
 
 
 @asynccontextmanager
-async def lost_before_commit(conn: Any) -> AsyncIterator[Any]:
+async def lost_before_commit(conn: Any, **options: Any) -> AsyncIterator[Any]:
     """The socket breaks before COMMIT: the transaction rolls back."""
-    async with REAL(conn) as final:
+    async with REAL(conn, **options) as final:
         yield final
         raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
 

@@ -117,11 +117,7 @@ def _quote(name: str) -> str:
 
 
 def _row_to_doc(table: TableSpec, row: Any) -> Document:
-    return {f.key: row[i] for i, f in enumerate(table.columns)}
-
-
-def _select_list(table: TableSpec) -> str:
-    return ", ".join(_quote(f.column) for f in table.columns)
+    return dict(zip(table.keys, row, strict=True))
 
 
 def encode_cursor(key: tuple[Any, ...]) -> str:
@@ -333,7 +329,7 @@ class Query:
             params.append(scope)
             where.append(f"{_quote(table.column_of(table.tenant_key))} = ${len(params)}")
         direction = "ASC" if self._order == "asc" else "DESC"
-        sql = f"SELECT {_select_list(table)} FROM {_quote(table.name)}"
+        sql = f"SELECT {table.select_list} FROM {_quote(table.name)}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY " + ", ".join(f"{_quote(c)} {direction}" for c in columns)
@@ -457,7 +453,7 @@ class DatabaseReader:
 
     async def _fetch(self, table: TableSpec, document_id: str, *, for_update: bool = False) -> Document | None:
         txn = self._txn
-        sql = f"SELECT {_select_list(table)} FROM {_quote(table.name)} WHERE _id = $1"
+        sql = f"SELECT {table.select_list} FROM {_quote(table.name)} WHERE _id = $1"
         record = await txn.conn.fetchrow(sql, document_id)
         txn.count_scanned(1)
         txn.record_read(Interval(table.name, "by_id", (document_id,), None, True, None, True))

@@ -174,11 +174,8 @@ class DatabaseWriter(DatabaseReader):
             doc.update(deleted=False, deletedAt=None, deletedBy=None)
         self._stamp(table, doc, created=True)
         _check_index_entries(table, doc)
-        columns = table.columns
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
-        sql = f"INSERT INTO {_quote(table.name)} ({', '.join(_quote(c.column) for c in columns)}) VALUES ({placeholders})"
-        full = {c.key: doc.get(c.key) for c in columns}
-        await self._execute(sql, *full.values())
+        full = {key: doc.get(key) for key in table.keys}
+        await self._execute(table.insert_sql, *full.values())
         self._txn.record_write(Write(table.name, str(full["_id"]), None, full))
         self._txn.saw_in_scope(str(full["_id"]))
         self._txn.remember(full)

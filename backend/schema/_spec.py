@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -94,9 +95,26 @@ class TableSpec:
     audited: bool
     soft_delete: bool
 
-    @property
-    def columns(self) -> list[FieldSpec]:
-        return list(self.fields.values())
+    # Derived once per table (a schema is never changed in place; a reload builds new specs): the hot path
+    # reads them for every row and statement.
+    @functools.cached_property
+    def columns(self) -> tuple[FieldSpec, ...]:
+        return tuple(self.fields.values())
+
+    @functools.cached_property
+    def keys(self) -> tuple[str, ...]:
+        """Field keys in column order: a row's values zip onto them."""
+        return tuple(f.key for f in self.columns)
+
+    @functools.cached_property
+    def select_list(self) -> str:
+        return ", ".join(f'"{f.column}"' for f in self.columns)
+
+    @functools.cached_property
+    def insert_sql(self) -> str:
+        """``INSERT`` of every column, parameters in column order."""
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(self.columns)))
+        return f'INSERT INTO "{self.name}" ({self.select_list}) VALUES ({placeholders})'
 
     def index(self, name: str) -> IndexSpec:
         try:

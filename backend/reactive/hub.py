@@ -51,6 +51,9 @@ __all__ = ["CHANNEL", "Hub", "QueryCall", "QueryInstance", "Subscriber", "is_ref
 log = engine_logger("backend.hub")
 
 CHANNEL = "backend_commits"
+#: Payloads on ``CHANNEL`` besides a commit's (empty) one: a node that starts listening asks who else listens
+#: (``hello``), the others answer (``here``), and every node says ``here`` again each poll period.
+HELLO, HERE = "hello", "here"
 #: Seconds between prunings of old commit-log rows, and rows deleted per statement (small deletes keep
 #: locks and WAL bursts short; see docs/design.md "Pruning").
 PRUNE_EVERY_SECONDS = 60.0
@@ -170,6 +173,9 @@ class Hub:
         self._notifier: asyncpg.Connection | None = None
         self._notify_pending = False
         self._notify_task: asyncio.Task[None] | None = None
+        self._announce: str | None = None  # a presence payload to send with the next NOTIFY round
+        self._peers_until = 0.0  # another node was heard recently enough to be listening until then
+        self._next_here = 0.0  # when this node next says it is here
         self._signal_lock = asyncio.Lock()
         self._snapshot: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -177,7 +183,7 @@ class Hub:
         self._prune_task: asyncio.Task[None] | None = None
         self._snapshot_at = time.monotonic()  # when self._snapshot was taken
         self._persisted = 0
-        self.stats = {"passes": 0, "snapshots": 0, "reruns": 0, "commits": 0, "transitions": 0}
+        self.stats = {"passes": 0, "snapshots": 0, "reruns": 0, "commits": 0, "transitions": 0, "wakeups_sent": 0}
         self.last_ts = 0
         self._carry_dirty: set[QueryInstance] = set()
         self._carry_touched: set[Subscriber] = set()
@@ -212,9 +218,15 @@ class Hub:
 
     # -- wake-ups ----------------------------------------------------------------------------------------
 
-    def _on_notify(self, _conn: Any, pid: int, *_: Any) -> None:
+    def _on_notify(self, _conn: Any, pid: int, _channel: str, payload: object) -> None:
         # This node's own NOTIFY follows commits poke_local already woke the loop for: skip the extra pass.
         if self._notifier is not None and pid == self._notifier.get_server_pid():
+            return
+        self._peers_until = time.monotonic() + _peer_seconds()
+        if payload == HELLO:  # a node just started listening: tell it this one is here, so it wakes us too
+            self._announce = HERE
+            self._tell_other_nodes()
+        if payload in (HELLO, HERE):
             return
         self._wake.set()
 
@@ -225,28 +237,50 @@ class Hub:
         self._notify_pending = True
 
     def _tell_other_nodes(self) -> None:
-        if self._notify_pending and (self._notify_task is None or self._notify_task.done()):
+        """Start the NOTIFY round if one is owed. Commits are announced only while another node has been
+        heard: alone on its database a node sends no NOTIFY at all. A node that starts later asks who is
+        there (its first pass starts from a fresh snapshot, so it misses nothing meanwhile)."""
+        if self._notify_pending and time.monotonic() >= self._peers_until:
+            self._notify_pending = False  # no one else listens
+        if (self._notify_pending or self._announce) and (self._notify_task is None or self._notify_task.done()):
             self._notify_task = asyncio.get_running_loop().create_task(self._notify())
+
+    def _say_here_when_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_here:
+            self._next_here = now + _poll_seconds()
+            self._announce = self._announce or HERE
+            self._tell_other_nodes()
 
     async def _notify(self) -> None:
         """One NOTIFY in flight at a time; commits that land meanwhile share the next one. A notifier lost with
         its server is re-opened once and the NOTIFY sent again; failing that, other nodes learn of the commit
         at their next poll (nothing is lost: they read the commit log)."""
         for attempt in range(2):
+            announce, commits = None, False
             try:
-                while self._notify_pending:
+                while self._notify_pending or self._announce:
                     if self._notifier is None or self._notifier.is_closed():
                         await self._open_signal_connections()
                     assert self._notifier is not None
-                    self._notify_pending = False
-                    await self._notifier.execute(f"NOTIFY {CHANNEL}")
+                    announce, self._announce = self._announce, None
+                    commits, self._notify_pending = self._notify_pending, False
+                    if announce is not None:
+                        await self._notifier.execute(f"NOTIFY {CHANNEL}, '{announce}'")
+                        announce = None
+                    if commits:
+                        await self._notifier.execute(f"NOTIFY {CHANNEL}")
+                        self.stats["wakeups_sent"] += 1
+                        commits = False
                 return
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                self._notify_pending = True
+                self._notify_pending = self._notify_pending or commits
+                self._announce = self._announce or announce
                 if attempt == 1:
                     log.warning("commit wake-up failed (%s); other nodes will see the commit at their next poll",
                                 type(error).__name__)
                     self._notify_pending = False
+                    self._announce = None
 
     # -- requests from sessions --------------------------------------------------------------------------
 
@@ -335,7 +369,8 @@ class Hub:
         calllog.source.set("ws")
         while True:
             # While a wake-up connection is down, come back soon to re-open it rather than at the slow poll.
-            timeout = knobs.SCHEDULER_POLL_SECONDS * (5 if self._signals_up() else 0.25)
+            timeout = _poll_seconds() if self._signals_up() else knobs.SCHEDULER_POLL_SECONDS * 0.25
+            self._say_here_when_due()
             if not self._wake.is_set():
                 # A timeout scope, not wait_for: no task per wait, and no extra loop turn before the pass.
                 with contextlib.suppress(TimeoutError):
@@ -387,6 +422,8 @@ class Hub:
             listener.add_termination_listener(self._on_signal_lost)
             self._listener = listener
             self._wake.set()  # catch up on whatever was notified while no one listened
+            self._announce = HELLO  # ask who else listens (sent by the next NOTIFY round, which the pass starts)
+            self._next_here = time.monotonic() + _poll_seconds()
 
     async def _iteration(self) -> None:
         if not self._signals_up():
@@ -798,6 +835,16 @@ class Hub:
 
 class _SnapshotAborted(Exception):
     """A query failed inside PostgreSQL without a savepoint; the pass is redone carefully."""
+
+
+def _poll_seconds() -> float:
+    """How long the hub waits for a wake-up before it looks at the commit log anyway."""
+    return knobs.SCHEDULER_POLL_SECONDS * 5
+
+
+def _peer_seconds() -> float:
+    """How long a node heard from counts as listening: three of its ``here`` periods."""
+    return 3 * _poll_seconds()
 
 
 def _from_database(error: BaseException) -> bool:

@@ -243,8 +243,9 @@ class Runner:
         binding: str | None = None,
     ) -> Outcome:
         """``fresh_session``: the socket is its session's first, so nothing can have been stored for it yet
-        and the first attempt skips the replay lookup (the stored row's primary key still catches a
-        duplicate, and the retry then finds it)."""
+        and its attempts skip the replay lookup (the stored row's primary key still catches a duplicate
+        committed meanwhile by a reconnected socket, and the retry after that unique violation looks it up).
+        A retry after a serialization failure needs no lookup: that attempt committed nothing."""
         return await self._observed("mutation", spec, kwargs, identity, self._execute_mutation(
             spec, kwargs, identity, session=session, request_id=request_id, before_commit=before_commit,
             fresh_session=fresh_session, binding=binding,
@@ -273,13 +274,13 @@ class Runner:
                 if lane is None:
                     outcome = await self._attempt(
                         spec, kwargs, identity, collector, session, request_id, before_commit,
-                        lookup=not (fresh_session and attempt == 1), bound=bound,
+                        lookup=not fresh_session or unique_retries > 0, bound=bound,
                     )
                 else:
                     async with lane:
                         outcome = await self._attempt(
                             spec, kwargs, identity, collector, session, request_id, before_commit,
-                            lookup=not (fresh_session and attempt == 1), bound=bound,
+                            lookup=not fresh_session or unique_retries > 0, bound=bound,
                         )
             except _RETRYABLE as error:
                 if attempt >= knobs.MUTATION_MAX_ATTEMPTS:

@@ -206,9 +206,8 @@ class PoolGate:
         return await self._connect(deadline)
 
     def _keep(self, conn: PoolConnectionProxy[Any]) -> None:
-        if len(self._kept) >= self._keep_limit:
-            self._return_later(conn)
-            return
+        # Not checked against the limit again: its commit asked (``keep_next``), and rolling back a transaction
+        # it just began would cost the round trip it saves. Kept and running together stay within the size.
         self._kept.append((conn, time.monotonic()))
         if self._expiry is None:
             self._expiry = asyncio.get_running_loop().call_later(KEEP_SECONDS, self._expire)

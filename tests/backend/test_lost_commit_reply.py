@@ -5,6 +5,7 @@ it would wrongly act on (and run again)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,3 +74,18 @@ async def test_without_a_stored_result_a_lost_reply_stays_a_failure(
     monkeypatch.setattr(runner_module, "serializable", reply_lost_after_commit)
     with pytest.raises(asyncpg.ConnectionDoesNotExistError):
         await tb.runner.mutation("counters:increment", {"name": f"plain-{uuid.uuid4().hex[:8]}"}, None)
+
+
+async def test_one_request_run_twice_at_once_on_a_fresh_session_is_applied_once(tb: TestBackend) -> None:
+    """A reconnect racing a half-open first socket: both run the same request with no replay lookup. The
+    loser fails on the row or at COMMIT (serialization, then the stored result's primary key), and its retry
+    answers with the winner's stored result; the counter moves once."""
+    name, session = f"race-{uuid.uuid4().hex[:8]}", (str(uuid.uuid4()), 7)
+    runner = tb.runner
+    spec = runner.resolve("counters:increment_slowly", "mutation", False)
+    kwargs = runner.validate_args(spec, {"name": name, "delayMs": 50})
+    first, second = await asyncio.gather(*(
+        runner.execute_mutation(spec, kwargs, None, session=session, fresh_session=True) for _ in range(2)))
+    assert first.error is None and second.error is None
+    assert first.value == second.value == 1
+    assert await tb.query("counters:get", {"name": name}) == 1

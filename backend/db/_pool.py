@@ -82,6 +82,7 @@ class PoolGate:
         self._keep_limit = 0  # how many may be kept: follows demand
         self._expiry: asyncio.TimerHandle | None = None
         self._returning: set[asyncio.Task[None]] = set()
+        self._closed = False  # after close(), nothing more is kept: the pool's close waits for every connection
 
     @property
     def free(self) -> int:
@@ -165,10 +166,11 @@ class PoolGate:
 
     def keep_next(self) -> bool:
         """Should a committing mutation begin the next transaction in its commit message?"""
-        return len(self._kept) < self._keep_limit
+        return not self._closed and len(self._kept) < self._keep_limit
 
     async def close(self) -> None:
-        """Give every kept connection back to the pool (before the pool closes)."""
+        """Give every kept connection back to the pool (before the pool closes), and keep none from now on."""
+        self._closed = True
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -208,6 +210,9 @@ class PoolGate:
     def _keep(self, conn: PoolConnectionProxy[Any]) -> None:
         # Not checked against the limit again: its commit asked (``keep_next``), and rolling back a transaction
         # it just began would cost the round trip it saves. Kept and running together stay within the size.
+        if self._closed:  # a call that finished while the node stops
+            self._return_later(conn)
+            return
         self._kept.append((conn, time.monotonic()))
         if self._expiry is None:
             self._expiry = asyncio.get_running_loop().call_later(KEEP_SECONDS, self._expire)

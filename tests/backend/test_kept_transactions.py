@@ -134,3 +134,17 @@ async def test_stopping_gives_kept_connections_back() -> None:
     finally:
         async with asyncio.timeout(10):  # the pool's close would wait for a connection never given back
             await tb.__aexit__(None, None, None)
+
+
+async def test_a_mutation_that_ends_while_the_node_stops_is_not_kept(tb: TestBackend) -> None:
+    """Calls still running when the gate closes give their connections back, or the pool's close would wait
+    for them forever."""
+    gate = tb.runner.gate
+    name = f"closing-{uuid.uuid4().hex[:8]}"
+    await tb.mutation("counters:increment", {"name": name})
+    running = asyncio.create_task(tb.mutation("counters:increment_slowly", {"name": name, "delayMs": 100}))
+    await asyncio.sleep(0.03)  # it has started on the kept connection
+    await gate.close()
+    assert await running == 2
+    await asyncio.sleep(0.05)
+    assert gate.kept == 0 and not gate.keep_next()

@@ -343,14 +343,14 @@ class Runner:
         bound: str,
     ) -> Outcome:
         """``bound``: what a stored result answers (the function's path, plus any argument binding)."""
-        looked_up = session is not None and lookup
-        async with self.gate.acquire(identity, serializable=not looked_up) as conn:
-            if looked_up and session is not None:
+        looked_up = session if lookup else None  # the stored result to look for before the transaction
+        async with self.gate.acquire(identity, serializable=looked_up is None) as conn:
+            if looked_up is not None:
                 # Looked up before the transaction, not inside it: a SERIALIZABLE read here would put a
                 # predicate lock on the index page other sessions insert their results into, and abort them
                 # (measured in bench/: 3x fewer mutations/s). A replay racing its first run is caught by the
                 # primary key of _session_requests instead; its retry then finds the stored result here.
-                stored = await _stored_result(conn, session, identity, bound)
+                stored = await _stored_result(conn, looked_up, identity, bound)
                 if stored is not None:
                     return stored
             failure: Outcome | None = None

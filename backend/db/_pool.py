@@ -183,26 +183,26 @@ class PoolGate:
         while self._kept:
             if serializable:
                 conn = self._kept.pop()[0]  # the most recent: the oldest ones age out
+                if _begun(conn):
+                    self.started_begun += 1
+                    return conn
             elif self.size - self._slots._value + len(self._kept) > self.size:
-                # Kept connections and calls fill the gate's size: roll one back rather than dip into the
-                # pool's reserve, and keep fewer from now on.
+                # Kept connections and calls fill the gate's size: roll one back and use it rather than dip
+                # into the pool's reserve, and keep fewer from now on.
                 conn = self._kept.popleft()[0]
                 self._keep_limit = max(0, self._keep_limit - 1)
                 try:
                     await conn.execute("ROLLBACK")
-                except BaseException as error:
+                    return conn
+                except Exception:
+                    pass
+                except BaseException:
                     self._return_later(conn)
-                    if isinstance(error, Exception):
-                        continue
                     raise
             else:
                 break
-            if not _begun(conn):  # its server went away while it waited (asyncpg may have taken it back)
-                self._return_later(conn)
-                continue
-            if serializable:
-                self.started_begun += 1
-            return conn
+            # Its server went away while it waited (asyncpg may already have taken it back).
+            self._return_later(conn)
         if serializable:
             self._keep_limit = min(self.size, self._keep_limit + 1)  # a mutation found none kept
         return await self._connect(deadline)

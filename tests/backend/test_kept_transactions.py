@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -119,10 +120,20 @@ async def test_calls_that_need_a_plain_connection_roll_kept_ones_back_instead_of
         assert gate.kept == 3
         async with asyncio.timeout(2):  # the reserve is still there
             assert (await tb.sql("SELECT 1"))[0][0] == 1
+        from_pool = 0
+        connect = gate._connect
+
+        async def counted(deadline: float) -> Any:
+            nonlocal from_pool
+            from_pool += 1
+            return await connect(deadline)
+
+        monkeypatch.setattr(gate, "_connect", counted)
         async with asyncio.timeout(2):
             values = await asyncio.gather(*(tb.query("counters:get", {"name": n}) for n in names))
         assert all(v > 0 for v in values)
         assert gate.kept < 3 and gate.timed_out == 0
+        assert from_pool == 0, "a rolled-back connection serves the query itself; none is taken from the pool"
 
 
 async def test_stopping_gives_kept_connections_back() -> None:

@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,6 +73,9 @@ class SessionLink(Protocol):
     """What the hub needs from a socket: queue a frame (False when the client is too far behind), close."""
 
     def enqueue(self, frame: bytes, *, transition: bool) -> bool: ...
+
+    def enqueue_batch(self, frames: Sequence[bytes]) -> bool:
+        """Queue ``frames`` in order, the last of them a Transition (False when the client is too far behind)."""
 
     def overloaded(self) -> None: ...
 
@@ -750,21 +753,17 @@ class Hub:
         sub.removed.clear()
         sub.changed.clear()
         new_ts = max(ts, sub.ts)
-        for completion in sub.completions:
-            if not sub.link.enqueue(completion(new_ts), transition=False):
-                sub.link.overloaded()
-                return
+        # The mutation responses first, then the Transition that completes them (the client resolves a
+        # mutation at a Transition past its commit), all in one batch: a single write when the socket takes it.
+        frames = [completion(new_ts) for completion in sub.completions]
         sub.completions.clear()
-        frames = _transition_frames((sub.query_set, sub.identity_version, sub.ts),
-                                    (sub.target_query_set, sub.target_identity, new_ts), mods, chunked=sub.chunked)
+        frames += _transition_frames((sub.query_set, sub.identity_version, sub.ts),
+                                     (sub.target_query_set, sub.target_identity, new_ts), mods, chunked=sub.chunked)
         sub.query_set, sub.identity_version, sub.ts = sub.target_query_set, sub.target_identity, new_ts
         self.stats["transitions"] += 1
-        last = len(frames) - 1
-        for number, frame in enumerate(frames):
-            # Only the last chunk counts against the socket's pending Transitions: the chunks are one update.
-            if not sub.link.enqueue(frame, transition=number == last):
-                sub.link.overloaded()
-                return
+        # Only the last frame counts against the socket's pending Transitions: the chunks are one update.
+        if not sub.link.enqueue_batch(frames):
+            sub.link.overloaded()
 
     # -- pruning the commit log ---------------------------------------------------------------------------
 

@@ -2,16 +2,19 @@
 
 Litestar routes the socket and accepts it; the session then sends and receives through the server's own ASGI
 ``send``/``receive``, without litestar's per-message wrappers (``_Socket``): a commit's Transitions go out to
-many sockets at once, and an idle socket waits in fewer frames.
+many sockets at once, and an idle socket waits in fewer frames. Under the server's own WebSocket protocol the session writes frames
+past ``send`` altogether, several in one system call (``inbound.FRAME_WRITER``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from litestar import WebSocket, websocket
 from litestar.types import Receive, Send
 
+from .inbound import FRAME_WRITER
 from .session import SyncSession, Transport
 
 __all__ = ["sync_routes"]
@@ -31,11 +34,15 @@ class _Socket(WebSocket[Any, Any, Any]):
 
 
 class _AsgiTransport(Transport):
-    __slots__ = ("_receive", "_send")
+    __slots__ = ("_receive", "_send", "_write_frames")
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send, write_frames: Callable[[Sequence[bytes]], bool] | None) -> None:
         self._receive = receive
         self._send = send
+        self._write_frames = write_frames  # the server's protocol writes frames itself (inbound.FRAME_WRITER)
+
+    def write_now(self, frames: Sequence[bytes]) -> bool:
+        return self._write_frames is not None and self._write_frames(frames)
 
     async def receive(self) -> str | None:
         message = await self._receive()
@@ -55,7 +62,9 @@ class _AsgiTransport(Transport):
 async def sync_socket(socket: _Socket) -> None:
     await socket.accept()
     version = socket.path_params.get("client_version")
-    await SyncSession(socket.app.state.backend, _AsgiTransport(socket.receive, socket.send),
+    writer: dict[str, Any] | None = (socket.scope.get("extensions") or {}).get(FRAME_WRITER)  # type: ignore[assignment]
+    transport = _AsgiTransport(socket.receive, socket.send, writer["write"] if writer else None)
+    await SyncSession(socket.app.state.backend, transport,
                       chunked_transitions=accepts_transition_chunks(version)).run()
 
 

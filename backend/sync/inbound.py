@@ -9,7 +9,8 @@
   back off on, so many large or stalled frames cannot exhaust memory.
 - ``BoundedWebSocketProtocol`` is uvicorn's WebSocket protocol with that accounting and a read deadline: a
   frame (or fragmented message) must arrive whole within ``knobs.FRAME_READ_TIMEOUT_SECONDS`` of its first
-  byte, so a client that stalls mid-frame cannot hold its buffer forever. The frame size cap itself
+  byte, so a client that stalls mid-frame cannot hold its buffer forever. It also lets a session write
+  several frames in one system call (``FRAME_WRITER``). The frame size cap itself
   (``ws_max_size``) is checked by the protocol from the frame header, before the payload is buffered.
 """
 
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from .. import knobs, values
 from ..errors import InvalidArgs
 
-__all__ = ["INBOUND", "BoundedWebSocketProtocol", "InboundBudget", "check_depth", "websocket_protocol"]
+__all__ = ["FRAME_WRITER", "INBOUND", "BoundedWebSocketProtocol", "InboundBudget", "check_depth", "websocket_protocol"]
 
 log = logging.getLogger("backend.sync")
 
@@ -66,8 +68,13 @@ INBOUND = InboundBudget()
 
 _BUSY_REASON = "TooManyConcurrentRequests: the server is receiving too much data; retry later"
 
+#: The ASGI scope extension through which a session writes frames past the ASGI ``send`` (see
+#: ``BoundedWebSocketProtocol.write_text_frames``); absent under other servers, which then get ``send``.
+FRAME_WRITER = "backend.frame_writer"
+
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol as _Base
+    from websockets.protocol import State
 except ImportError:  # pragma: no cover - an uvicorn without the sans-I/O protocol: its default is used
     _Base = None  # type: ignore[assignment,misc]
 
@@ -132,6 +139,40 @@ if _Base is not None:
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.close_sent = True
             self.transport.close()
+
+        def send_receive_event_to_app(self) -> None:
+            # uvicorn pauses reading after every message and resumes when the app takes it: two epoll_ctl
+            # system calls per message even while the session is already waiting for the next one. A small
+            # message that finds the queue empty (the session keeps up) leaves reading on; one more while
+            # it is still unread, or a large one, pauses as before. So at most one small message waits in
+            # the queue beyond what uvicorn itself allows.
+            if not self.read_paused and self.queue.empty() and sum(map(len, self.frames)) <= SMALL_FRAME_BYTES:
+                self.read_paused = True  # tells uvicorn it need not pause
+                try:
+                    super().send_receive_event_to_app()
+                finally:
+                    self.read_paused = False
+            else:
+                super().send_receive_event_to_app()
+
+        async def run_asgi(self) -> None:
+            self.scope["extensions"][FRAME_WRITER] = {"write": self.write_text_frames}  # type: ignore[index]
+            await super().run_asgi()
+
+        def write_text_frames(self, frames: Sequence[bytes]) -> bool:
+            """Write ``frames`` (UTF-8 text, each its own WebSocket frame) in one ``transport.write``, when the
+            socket takes data now; False, with nothing written, when the ASGI ``send`` would have to wait
+            (paused by flow control) or could not send at all (closing, closed). The ASGI path re-encodes
+            each frame and writes it on its own: a mutation's response and its Transition are two writes
+            there, one here."""
+            if (self.close_sent or self.disconnected or not self.handshake_complete
+                    or self.initial_response is not None or not self.writable.is_set()
+                    or self.transport.is_closing() or self.conn.state is not State.OPEN):
+                return False
+            for frame in frames:
+                self.conn.send_text(frame)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            return True
 
         def connection_lost(self, exc: Exception | None) -> None:
             INBOUND.give(self._held)

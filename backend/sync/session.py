@@ -23,7 +23,7 @@ import contextlib
 import enum
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import calllog, knobs
@@ -71,6 +71,11 @@ class Transport:
 
     async def close(self, code: int, reason: str) -> None:
         raise NotImplementedError
+
+    def write_now(self, frames: Sequence[bytes]) -> bool:
+        """Write ``frames`` in order without waiting, in as few system calls as the transport can; False, with
+        nothing written, when that cannot be done now (then each goes through ``send``)."""
+        return False
 
 
 class _Closed(Exception):
@@ -138,6 +143,24 @@ class SyncSession:
         self._queue(frame, transition)
         return True
 
+    def enqueue_batch(self, frames: Sequence[bytes]) -> bool:
+        """Queue ``frames`` in order, the last a Transition and the ones before it mutation responses or
+        chunks of it. When the socket takes data now they go out in one write (one system call for a
+        mutation's response and the Transition that completes it)."""
+        if self.state is SessionState.CLOSED:
+            return True
+        if self._writer is None and not self._broken:
+            try:
+                written = self.transport.write_now(frames)
+            except Exception:
+                self._send_failed()
+                return True
+            if written:
+                self._last_sent = time.monotonic()
+                return True
+        last = len(frames) - 1
+        return all(self.enqueue(frame, transition=number == last) for number, frame in enumerate(frames))
+
     def overloaded(self) -> None:
         """Cut the client off now: forget its subscriptions and queued frames, then close with a reason the
         official client backs off on. Waiting for the writer would wait for the very client that is not reading."""
@@ -188,8 +211,10 @@ class SyncSession:
         if self._broken:
             return
         self._last_sent = time.monotonic()
-        send = self.transport.send(frame)
         try:
+            if self.transport.write_now((frame,)):
+                return
+            send = self.transport.send(frame)
             done, waiting = step(send)
         except Exception:
             self._send_failed()

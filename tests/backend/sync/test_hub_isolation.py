@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -175,6 +175,9 @@ class BrokenSocket:
         self.failed = 0
 
     def enqueue(self, frame: bytes, *, transition: bool) -> bool:
+        raise RuntimeError("this socket cannot be written")
+
+    def enqueue_batch(self, frames: Sequence[bytes]) -> bool:
         raise RuntimeError("this socket cannot be written")
 
     def overloaded(self) -> None:

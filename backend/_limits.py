@@ -20,7 +20,7 @@ from . import knobs
 from .errors import FunctionTimeout
 from .postgres import Connection
 
-__all__ = ["check_after_timeout", "limit_for", "run_limited"]
+__all__ = ["check_after_timeout", "limit_for", "run_limited", "timed_out"]
 
 T = TypeVar("T")
 
@@ -53,7 +53,13 @@ async def run_limited(call: Awaitable[T], kind: str, path: str) -> T:
     except TimeoutError:
         if not scope.expired():
             raise
-    raise FunctionTimeout(f"{path}: the {kind} ran longer than its limit of {seconds:g} s ({_KNOBS[kind]})")
+    raise timed_out(kind, path, seconds)
+
+
+def timed_out(kind: str, path: str, seconds: float | None = None) -> FunctionTimeout:
+    """The error of a call that ran past its limit."""
+    seconds = limit_for(kind) if seconds is None else seconds
+    return FunctionTimeout(f"{path}: the {kind} ran longer than its limit of {seconds:g} s ({_KNOBS[kind]})")
 
 
 async def check_after_timeout(conn: Connection, error: FunctionTimeout) -> None:

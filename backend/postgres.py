@@ -16,7 +16,7 @@ import asyncpg
 import msgspec
 
 __all__ = ["CONNECTION_LOST", "DATABASE_DOWN", "Connection", "Database", "connect_pool", "database_lost_under",
-           "init_connection", "locate_database"]
+           "init_connection", "json_default", "locate_database"]
 
 #: A plain connection or one borrowed from the pool; both run the same statements.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -78,7 +78,7 @@ def locate_database(data_dir: Path, database: str = "backend") -> Database:
     return Database(server.get_uri(database), server)
 
 
-def _json_default(value: object) -> object:
+def json_default(value: object) -> object:
     """Typed strings and ints (``Id["venues"]``, ``Int64``) are stored as their plain values."""
     if isinstance(value, str):
         return str(value)
@@ -92,7 +92,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(
             kind,
-            encoder=lambda value: msgspec.json.encode(value, enc_hook=_json_default).decode(),
+            encoder=lambda value: msgspec.json.encode(value, enc_hook=json_default).decode(),
             decoder=msgspec.json.decode,
             schema="pg_catalog",
         )

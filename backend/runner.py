@@ -24,11 +24,12 @@ import asyncpg
 import msgspec
 
 from . import calllog, knobs
-from ._limits import check_after_timeout, run_limited
+from ._limits import check_after_timeout, limit_for, run_limited, timed_out
 from .clock import Clock, SystemClock
 from .context import ActionCtx, Auth, MutationCtx, QueryCtx
 from .db import DatabaseReader, DatabaseWriter, ReadSet, Txn, encode_keys
 from .db._commit import serializable
+from .db._literals import Unrenderable
 from .db._pool import PoolGate
 from .errors import (
     BackendError,
@@ -355,6 +356,7 @@ class Runner:
                     return stored
             failure: Outcome | None = None
             resolved: str | None = None
+            lines: list[str] = []
             try:
                 # The bookkeeping rows go with the COMMIT, and maybe the next mutation's BEGIN.
                 async with serializable(conn, begin_next=self.gate.keep_next) as final:
@@ -366,6 +368,7 @@ class Runner:
                     scheduler = self.scheduler_factory(txn, identity) if self.scheduler_factory else None
                     ctx = MutationCtx(DatabaseWriter(txn), Auth(identity), collector, now, scheduler, tenant, member)
                     token = collector.activate()
+                    started = time.monotonic()
                     try:
                         result = await run_limited(spec.fn(ctx, **kwargs), "mutation", spec.path)
                         value = self.encode_result(spec, result)
@@ -384,6 +387,11 @@ class Runner:
                         await before_commit(txn)
                     lines = collector.finish()
                     wrote = bool(txn.writes)
+                    if txn.held:
+                        try:
+                            final.held_writes(txn.held, limit_for("mutation") - (time.monotonic() - started))
+                        except Unrenderable:  # a value with no literal form: send them as statements
+                            await txn.flush()
                     if wrote:
                         final.commit_log(encode_keys(txn.written_keys()))
                     if session is not None:
@@ -400,6 +408,11 @@ class Runner:
                 return failure
             except asyncpg.UniqueViolationError as error:
                 raise _UniqueRace() from error
+            except asyncpg.LockNotAvailableError:
+                # A held write waited for a row lock past the mutation's time limit: nothing was committed.
+                if session is not None and (stored := await _stored_result(conn, session, identity, bound)):
+                    return stored
+                return Outcome(error=timed_out("mutation", spec.path), log_lines=lines, tenant=resolved)
             except _RETRYABLE as error:
                 error.retry_lane = resolved  # type: ignore[union-attr]
                 raise

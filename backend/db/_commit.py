@@ -1,7 +1,8 @@
-"""A mutation's transaction whose last statements travel with its ``COMMIT``: one round trip, not two.
+"""A mutation's transaction whose last statements travel with its ``COMMIT``: one round trip, not several.
 
-asyncpg sends ``COMMIT`` on its own, after the bookkeeping rows (commit log, stored result). Here the rows are
-written as literals into one simple-protocol message ending in ``COMMIT``. Every literal is hex
+asyncpg sends ``COMMIT`` on its own, after the bookkeeping rows (commit log, stored result) and whatever
+writes the function left held back (``writer``). Here they are all written as literals into one
+simple-protocol message ending in ``COMMIT`` (values of document columns through ``_literals``). Every literal is hex
 (``decode('…', 'hex')``) or a Python ``int``, so no value can change the statement. The transaction is
 started by hand (``BEGIN``), so ``Connection.transaction()`` inside it fails loudly in asyncpg rather than
 nesting. The same message may also begin the next mutation's transaction (see ``_pool.PoolGate``), which
@@ -13,10 +14,12 @@ begun ahead of time, ``now()`` is when it was begun.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from ..postgres import Connection
+from ._literals import literal
+from ._txn import HeldWrite
 
 __all__ = ["FinalWrites", "serializable"]
 
@@ -34,6 +37,21 @@ class FinalWrites:
 
     def __init__(self) -> None:
         self.statements: list[str] = []
+
+    def held_writes(self, writes: Sequence[HeldWrite], lock_wait_seconds: float) -> None:
+        """The function's writes not yet sent, with literals for parameters; all or none (``Unrenderable``).
+
+        They run after the function's own time limit stopped counting, so a row lock they wait for is bounded
+        here: past ``lock_wait_seconds`` PostgreSQL fails the message (``lock_not_available``) before
+        ``COMMIT``, and nothing is committed."""
+        statements = [f"SET LOCAL lock_timeout = {max(1, int(lock_wait_seconds * 1000))}"]
+        for write in writes:
+            pieces = [write.parts[0]]
+            for sql_type, value, part in zip(write.types, write.params, write.parts[1:], strict=True):
+                pieces.append(literal(sql_type, value))
+                pieces.append(part)
+            statements.append("".join(pieces))
+        self.statements.extend(statements)
 
     def commit_log(self, summary: bytes) -> None:
         self.statements.append("INSERT INTO _commit_log (xid, summary, committed_at) "

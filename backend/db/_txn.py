@@ -21,6 +21,25 @@ class Write:
     new: dict[str, Any] | None
 
 
+@dataclass(slots=True)
+class HeldWrite:
+    """A write held back until the transaction next talks to the database: a read, a write that must go at
+    once, or the ``COMMIT`` message, which then carries it (``parts`` are the statement's text around its
+    parameters, ``types`` their column types, so it can be written with literals there)."""
+
+    parts: tuple[str, ...]
+    params: tuple[Any, ...]
+    types: tuple[str, ...]
+
+    @property
+    def sql(self) -> str:
+        pieces = [self.parts[0]]
+        for number, part in enumerate(self.parts[1:], start=1):
+            pieces.append(f"${number}")
+            pieces.append(part)
+        return "".join(pieces)
+
+
 @dataclass
 class Txn:
     """One transaction's bookkeeping. ``tenant`` is the business the function runs for (None: unscoped)."""
@@ -43,6 +62,14 @@ class Txn:
     #: The latest version of every document this mutation read or wrote (copies), so a patch after a read
     #: needs no second round trip. Unused in read-only transactions.
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Writes not yet sent, in order (see ``DatabaseWriter``); ``flush`` sends them.
+    held: list[HeldWrite] = field(default_factory=list)
+
+    async def flush(self) -> None:
+        """Send the held writes, in order, before a statement that may depend on them."""
+        held, self.held = self.held, []
+        for write in held:
+            await self.conn.execute(write.sql, *write.params)
 
     def remember(self, doc: dict[str, Any]) -> None:
         if not self.read_only:

@@ -343,6 +343,8 @@ class Query:
             # One round trip: without a filter every row fetched is a row returned. Fetching one past the
             # scan budget is enough to know the budget was exceeded.
             wanted = limit if limit is not None else max(knobs.MAX_ROWS_SCANNED - txn.rows_scanned, 0) + 1
+            if txn.held:  # a read sees this transaction's writes before it
+                await txn.flush()
             records = await txn.conn.fetch(sql + f" LIMIT {int(wanted) + 1}", *params)
             rows = records if limit is None else records[:limit]
             txn.count_scanned(len(rows))
@@ -355,6 +357,8 @@ class Query:
                     txn.remember(doc)
             exhausted = limit is None or len(records) <= limit
         else:
+            if txn.held:  # a read sees this transaction's writes before it
+                await txn.flush()
             cursor = await txn.conn.cursor(sql, *params)
             while True:
                 batch = await cursor.fetch(_BATCH)
@@ -454,6 +458,8 @@ class DatabaseReader:
     async def _fetch(self, table: TableSpec, document_id: str, *, for_update: bool = False) -> Document | None:
         txn = self._txn
         sql = f"SELECT {table.select_list} FROM {_quote(table.name)} WHERE _id = $1"
+        if txn.held:  # a read sees this transaction's writes before it
+            await txn.flush()
         record = await txn.conn.fetchrow(sql, document_id)
         txn.count_scanned(1)
         txn.record_read(Interval(table.name, "by_id", (document_id,), None, True, None, True))

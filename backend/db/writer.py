@@ -1,5 +1,10 @@
 """``ctx.db`` in mutations: insert, patch, replace, delete and restore, each recorded in the write log.
 
+Writes are held back until the transaction next talks to the database (a read, a write that must go at once,
+the ``COMMIT``), when nothing the function does next depends on the database's answer to them: a mutation
+that reads, then inserts and patches, sends its writes with its ``COMMIT``, in one round trip instead of three.
+Reads see every write before them, since any statement first sends what is held.
+
 The engine owns ``_id``, ``_creationTime``, the audit fields and the soft-delete fields: a function that tries
 to set one gets an error, so audit data cannot be forged. On audited tables each write appends an
 ``audit_log`` row in the same transaction, so a rolled-back mutation leaves no audit trail behind.
@@ -17,12 +22,15 @@ from .. import ids, knobs
 from ..errors import InvalidWrite, NotFound, ReferenceViolation, SchemaError, UniqueViolation
 from ..schema import TableSpec
 from ..values import format_instant
-from ._txn import Txn, Write
+from ._txn import HeldWrite, Txn, Write
 from .reader import DatabaseReader, TenantViolation, _quote
 
 __all__ = ["DatabaseWriter"]
 
 Document = dict[str, Any]
+
+#: Writes held back at most at once; past it they are sent as they come (the ``COMMIT`` message stays small).
+_MAX_HELD = 32
 
 
 def _jsonable(value: Any) -> Any:
@@ -126,12 +134,28 @@ class DatabaseWriter(DatabaseReader):
         return table, doc
 
     async def _execute(self, sql: str, *params: Any) -> None:
+        txn = self._txn
+        if txn.held:
+            await txn.flush()
         try:
-            await self._txn.conn.execute(sql, *params)
+            await txn.conn.execute(sql, *params)
         except asyncpg.UniqueViolationError as error:
             raise UniqueViolation(f"unique index {error.constraint_name}: a live document with this key exists") from error
         except asyncpg.ForeignKeyViolationError as error:
             raise ReferenceViolation(_reference_message(error)) from error
+
+    def _may_hold(self, table: TableSpec, values: Document) -> bool:
+        """Whether this write can wait for the transaction's next statement (or its ``COMMIT``): only when the
+        database cannot refuse it for a reason the function could see and handle at the call. A unique index
+        could (``UniqueViolation``), and so could a reference to a document this transaction has not seen
+        (``ReferenceViolation``). A referenced document it has seen (its tenant too) exists in its snapshot; if another
+        transaction deletes it meanwhile, the commit fails as a serialization conflict and is retried."""
+        txn = self._txn
+        if table.unique or len(txn.held) >= _MAX_HELD:
+            return False
+        docs, tenant = txn.docs, txn.tenant  # the tenant was read (or written) when the scope was resolved
+        return all((value := values.get(key)) is None or value in docs or value == tenant
+                   for key in table.reference_keys)
 
     def _stamp(self, table: TableSpec, doc: Document, *, created: bool) -> None:
         if table.audited:
@@ -175,7 +199,11 @@ class DatabaseWriter(DatabaseReader):
         self._stamp(table, doc, created=True)
         _check_index_entries(table, doc)
         full = {key: doc.get(key) for key in table.keys}
-        await self._execute(table.insert_sql, *full.values())
+        values = tuple(full.values())
+        if self._may_hold(table, full):
+            self._txn.held.append(HeldWrite(table.insert_parts, values, table.sql_types))
+        else:
+            await self._execute(table.insert_sql, *values)
         self._txn.record_write(Write(table.name, str(full["_id"]), None, full))
         self._txn.saw_in_scope(str(full["_id"]))
         self._txn.remember(full)
@@ -262,10 +290,15 @@ class DatabaseWriter(DatabaseReader):
         _check_index_entries(table, new)
         changed = [c for c in table.columns if new.get(c.key) != old.get(c.key) or c.key in changes]
         if changed:
-            sets = ", ".join(f"{_quote(c.column)} = ${i + 2}" for i, c in enumerate(changed))
-            await self._execute(
-                f"UPDATE {_quote(table.name)} SET {sets} WHERE _id = $1", old["_id"], *(new[c.key] for c in changed)
-            )
+            # UPDATE "t" SET "a" = $1, "b" = $2 WHERE _id = $3
+            parts = (f"UPDATE {_quote(table.name)} SET {_quote(changed[0].column)} = ",
+                     *(f", {_quote(c.column)} = " for c in changed[1:]), " WHERE _id = ", "")
+            write = HeldWrite(parts, (*(new[c.key] for c in changed), old["_id"]),
+                              (*(c.sql_type for c in changed), table.fields["_id"].sql_type))
+            if self._may_hold(table, {c.key: new[c.key] for c in changed}):
+                self._txn.held.append(write)
+            else:
+                await self._execute(write.sql, *write.params)
         self._txn.record_write(Write(table.name, old["_id"], old, new))
         self._txn.remember(new)
         await self._audit(table, operation, old, new)

@@ -81,6 +81,7 @@ class SchedulerHandle:
             "identity": _identity_json(identity),
         }
         if self._txn is not None:
+            await self._txn.flush()
             await _jobs.insert_job(self._txn.conn, **fields)
             if soon and not self._notified:
                 await self._service.notify(self._txn.conn)
@@ -182,6 +183,7 @@ class SchedulerHandle:
 
     async def _run(self, body: Callable[[Connection], Awaitable[T]]) -> T:
         if self._txn is not None:
+            await self._txn.flush()
             return await body(self._txn.conn)
         async with self._service.pool.acquire() as conn:
             return await body(conn)

@@ -116,6 +116,28 @@ class TableSpec:
         placeholders = ", ".join(f"${i + 1}" for i in range(len(self.columns)))
         return f'INSERT INTO "{self.name}" ({self.select_list}) VALUES ({placeholders})'
 
+    @functools.cached_property
+    def insert_parts(self) -> tuple[str, ...]:
+        """``insert_sql``'s text around its parameters (for the same statement written with literals)."""
+        head = f'INSERT INTO "{self.name}" ({self.select_list}) VALUES ('
+        return (head, *([", "] * (len(self.columns) - 1)), ")")
+
+    @functools.cached_property
+    def sql_types(self) -> tuple[str, ...]:
+        """Column types in column order."""
+        return tuple(f.sql_type for f in self.columns)
+
+    @functools.cached_property
+    def unique(self) -> bool:
+        """Whether a write can break a unique index of this table (the primary key aside: ids are random and
+        never change)."""
+        return any(index.unique for name, index in self.indexes.items() if name != "by_id")
+
+    @functools.cached_property
+    def reference_keys(self) -> tuple[str, ...]:
+        """Fields that hold ids of other documents (each a foreign key in PostgreSQL)."""
+        return tuple(f.key for f in self.columns if f.references is not None)
+
     def index(self, name: str) -> IndexSpec:
         try:
             return self.indexes[name]

@@ -28,7 +28,7 @@ from ._limits import check_after_timeout, limit_for, run_limited, timed_out
 from .clock import Clock, SystemClock
 from .context import ActionCtx, Auth, MutationCtx, QueryCtx
 from .db import DatabaseReader, DatabaseWriter, ReadSet, Txn, encode_keys
-from .db._commit import serializable
+from .db._commit import FinalWrites, serializable
 from .db._literals import Unrenderable
 from .db._pool import PoolGate
 from .errors import (
@@ -371,6 +371,8 @@ class Runner:
                     started = time.monotonic()
                     try:
                         result = await run_limited(spec.fn(ctx, **kwargs), "mutation", spec.path)
+                        if txn.write_failed is not None:  # the function went on past a held write that failed
+                            raise _held_write_error(txn.write_failed)
                         value = self.encode_result(spec, result)
                     except _RETRYABLE:
                         raise
@@ -388,10 +390,9 @@ class Runner:
                     lines = collector.finish()
                     wrote = bool(txn.writes)
                     if txn.held:
-                        try:
-                            final.held_writes(txn.held, limit_for("mutation") - (time.monotonic() - started))
-                        except Unrenderable:  # a value with no literal form: send them as statements
-                            await txn.flush()
+                        failure = await self._finish_held(spec, txn, final, started, lines, tenant)
+                        if failure is not None:
+                            raise _Rollback()
                     if wrote:
                         final.commit_log(encode_keys(txn.written_keys()))
                     if session is not None:
@@ -417,6 +418,28 @@ class Runner:
                 error.retry_lane = resolved  # type: ignore[union-attr]
                 raise
             return Outcome(value=value, log_lines=lines, wrote=wrote, tenant=resolved)
+
+    async def _finish_held(self, spec: FunctionSpec, txn: Txn, final: FinalWrites, started: float,
+                           lines: list[str], tenant: str | None) -> Outcome | None:
+        """Put the writes still held into the ``COMMIT`` message. A value with no literal form sends them as
+        statements first, within what is left of the time limit; a failure there is the mutation's (None: sent
+        or in the message)."""
+        left = limit_for("mutation") - (time.monotonic() - started)
+        try:
+            final.held_writes(txn.held, left)
+            return None
+        except Unrenderable:
+            pass
+        try:
+            async with asyncio.timeout(max(left, 0.001)):
+                await txn.flush()
+        except _RETRYABLE:
+            raise
+        except TimeoutError:
+            return Outcome(error=timed_out("mutation", spec.path), log_lines=lines, tenant=tenant)
+        except Exception as error:
+            return Outcome(error=self._body_failed(spec, error), log_lines=lines, tenant=tenant)
+        return None
 
     def _retry_lane(self, spec: FunctionSpec, kwargs: dict[str, Any], tenant: str | None) -> asyncio.Lock:
         """Retries within one tenant (or, unscoped, of one function on one argument) take turns on this node.
@@ -483,6 +506,14 @@ class Runner:
 
 class _Rollback(Exception):
     """Unwinds the transaction block when the function body failed."""
+
+
+def _held_write_error(error: BaseException) -> Exception:
+    """What a held write's failure makes of the mutation: its own error (a conflict is retried as any), or,
+    for a cancelled send, one that says so without cancelling the caller."""
+    if isinstance(error, Exception):
+        return error
+    return RuntimeError(f"sending a held write was interrupted ({type(error).__name__})")
 
 
 class _UniqueRace(Exception):

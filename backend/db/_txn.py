@@ -64,12 +64,24 @@ class Txn:
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Writes not yet sent, in order (see ``DatabaseWriter``); ``flush`` sends them.
     held: list[HeldWrite] = field(default_factory=list)
+    #: A held write that failed when it was sent. The function may have caught the error of the call that
+    #: sent it (not the write's own call), so the transaction must not commit: the runner rolls it back.
+    write_failed: BaseException | None = None
+    #: Documents this transaction hard-deleted (a held write must not reference them).
+    deleted_ids: set[str] = field(default_factory=set)
 
     async def flush(self) -> None:
-        """Send the held writes, in order, before a statement that may depend on them."""
-        held, self.held = self.held, []
-        for write in held:
-            await self.conn.execute(write.sql, *write.params)
+        """Send the held writes, in order, before a statement that may depend on them. Each leaves ``held``
+        only once sent; a failure (or a cancellation) marks the transaction as not committable."""
+        held = self.held
+        try:
+            while held:
+                write = held[0]
+                await self.conn.execute(write.sql, *write.params)
+                del held[0]
+        except BaseException as error:
+            self.write_failed = error
+            raise
 
     def remember(self, doc: dict[str, Any]) -> None:
         if not self.read_only:

@@ -17,9 +17,11 @@ import datetime as dt
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from .. import ids, knobs
 from ..errors import InvalidWrite, NotFound, ReferenceViolation, SchemaError, UniqueViolation
+from ..postgres import json_default
 from ..schema import TableSpec
 from ..values import format_instant
 from ._txn import HeldWrite, Txn, Write
@@ -45,6 +47,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     return value
+
+
+def _copied(sql_type: str, value: Any) -> Any:
+    """A JSON value as its own copy (as the database would store it); any other value as it is."""
+    if value is None or not sql_type.startswith("jsonb"):
+        return value
+    return msgspec.json.decode(msgspec.json.encode(value, enc_hook=json_default))
 
 
 def _check_index_entries(table: TableSpec, doc: Document) -> None:
@@ -135,27 +144,40 @@ class DatabaseWriter(DatabaseReader):
 
     async def _execute(self, sql: str, *params: Any) -> None:
         txn = self._txn
-        if txn.held:
-            await txn.flush()
         try:
+            if txn.held:
+                await txn.flush()
             await txn.conn.execute(sql, *params)
         except asyncpg.UniqueViolationError as error:
             raise UniqueViolation(f"unique index {error.constraint_name}: a live document with this key exists") from error
         except asyncpg.ForeignKeyViolationError as error:
             raise ReferenceViolation(_reference_message(error)) from error
 
-    def _may_hold(self, table: TableSpec, values: Document) -> bool:
-        """Whether this write can wait for the transaction's next statement (or its ``COMMIT``): only when the
-        database cannot refuse it for a reason the function could see and handle at the call. A unique index
-        could (``UniqueViolation``), and so could a reference to a document this transaction has not seen
-        (``ReferenceViolation``). A referenced document it has seen (its tenant too) exists in its snapshot; if another
-        transaction deletes it meanwhile, the commit fails as a serialization conflict and is retried."""
+    def _held(self, table: TableSpec, values: Document, write: HeldWrite) -> bool:
+        """Hold ``write`` (True) if it can wait for the transaction's next statement or its ``COMMIT``: only
+        when the database cannot refuse it for a reason the function could see and handle at the call.
+
+        A unique index could (``UniqueViolation``), an index over JSON or array values could (an entry too
+        large), and so could a reference to a document this transaction has not seen (``ReferenceViolation``).
+        A referenced document it has seen (its tenant too) exists in its snapshot; if another transaction
+        deletes it meanwhile, the commit fails as a serialization conflict and is retried. JSON values are
+        copied, so what the function does to its own objects after the call cannot change the write."""
         txn = self._txn
-        if table.unique or len(txn.held) >= _MAX_HELD:
+        if table.unique or table.composite_index or len(txn.held) >= _MAX_HELD:
             return False
-        docs, tenant = txn.docs, txn.tenant  # the tenant was read (or written) when the scope was resolved
-        return all((value := values.get(key)) is None or value in docs or value == tenant
-                   for key in table.reference_keys)
+        docs, tenant, gone = txn.docs, txn.tenant, txn.deleted_ids  # the tenant was read when the scope was resolved
+        for key in table.reference_keys:
+            value = values.get(key)
+            if value is not None and value not in docs and (value != tenant or value in gone):
+                return False
+        params = write.params
+        if any(t.startswith("jsonb") for t in write.types):
+            try:
+                params = tuple(_copied(t, v) for t, v in zip(write.types, params, strict=True))
+            except (TypeError, msgspec.EncodeError):
+                return False  # sent at the call, which reports it there
+        txn.held.append(HeldWrite(write.parts, params, write.types))
+        return True
 
     def _stamp(self, table: TableSpec, doc: Document, *, created: bool) -> None:
         if table.audited:
@@ -199,11 +221,9 @@ class DatabaseWriter(DatabaseReader):
         self._stamp(table, doc, created=True)
         _check_index_entries(table, doc)
         full = {key: doc.get(key) for key in table.keys}
-        values = tuple(full.values())
-        if self._may_hold(table, full):
-            self._txn.held.append(HeldWrite(table.insert_parts, values, table.sql_types))
-        else:
-            await self._execute(table.insert_sql, *values)
+        held = self._held(table, full, HeldWrite(table.insert_parts, tuple(full.values()), table.sql_types))
+        if not held:
+            await self._execute(table.insert_sql, *full.values())
         self._txn.record_write(Write(table.name, str(full["_id"]), None, full))
         self._txn.saw_in_scope(str(full["_id"]))
         self._txn.remember(full)
@@ -271,6 +291,7 @@ class DatabaseWriter(DatabaseReader):
         await self._execute(f"DELETE FROM {_quote(table.name)} WHERE _id = $1", document_id)
         self._txn.record_write(Write(table.name, document_id, old, None))
         self._txn.docs.pop(document_id, None)
+        self._txn.deleted_ids.add(document_id)
         await self._audit(table, "delete", old, None)
 
     async def restore(self, document_id: str) -> None:
@@ -295,9 +316,7 @@ class DatabaseWriter(DatabaseReader):
                      *(f", {_quote(c.column)} = " for c in changed[1:]), " WHERE _id = ", "")
             write = HeldWrite(parts, (*(new[c.key] for c in changed), old["_id"]),
                               (*(c.sql_type for c in changed), table.fields["_id"].sql_type))
-            if self._may_hold(table, {c.key: new[c.key] for c in changed}):
-                self._txn.held.append(write)
-            else:
+            if not self._held(table, {c.key: new[c.key] for c in changed}, write):
                 await self._execute(write.sql, *write.params)
         self._txn.record_write(Write(table.name, old["_id"], old, new))
         self._txn.remember(new)

@@ -134,6 +134,12 @@ class TableSpec:
         return any(index.unique for name, index in self.indexes.items() if name != "by_id")
 
     @functools.cached_property
+    def composite_index(self) -> bool:
+        """Whether an index covers a JSON or array field (whose entry size a write cannot check up front)."""
+        return any(self.fields[key].sql_type.startswith("jsonb") or self.fields[key].sql_type.endswith("[]")
+                   for index in self.indexes.values() for key in index.keys)
+
+    @functools.cached_property
     def reference_keys(self) -> tuple[str, ...]:
         """Fields that hold ids of other documents (each a foreign key in PostgreSQL)."""
         return tuple(f.key for f in self.columns if f.references is not None)
@@ -185,11 +191,21 @@ class Schema:
 # -- value rules -----------------------------------------------------------------------------------------
 
 
+def _check_unicode(value: str, path: str) -> None:
+    """PostgreSQL stores UTF-8: a lone surrogate (which JSON's ``\ud800`` escapes can make) has no encoding."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise SchemaError(f"{path}: strings must be valid Unicode (a lone surrogate at index {error.start})") from None
+
+
 def _check_text(value: Any, path: str) -> Any:
     if not isinstance(value, str):
         raise SchemaError(f"{path}: expected a string, got {type(value).__name__}")
     if "\x00" in value:
         raise SchemaError(f"{path}: strings may not contain NUL characters")
+    _check_unicode(value, path)
     return str(value)  # typed strings (TimeZone, LocalDate, ...) are stored as plain text
 
 
@@ -248,8 +264,10 @@ def _check_bytes(value: Any, path: str) -> Any:
 
 def _check_json(value: Any, path: str) -> Any:
     def walk(item: Any, where: str) -> None:
-        if isinstance(item, str) and "\x00" in item:
-            raise SchemaError(f"{where}: strings may not contain NUL characters")
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise SchemaError(f"{where}: strings may not contain NUL characters")
+            _check_unicode(item, where)
         if item is None or isinstance(item, bool | str | int):
             return
         if isinstance(item, float):
@@ -264,6 +282,7 @@ def _check_json(value: Any, path: str) -> Any:
             for key, inner in item.items():
                 if not isinstance(key, str):
                     raise SchemaError(f"{where}: object keys must be strings")
+                _check_unicode(key, f"{where} (a key)")
                 walk(inner, f"{where}.{key}")
             return
         raise SchemaError(f"{where}: {type(item).__name__} cannot be stored in a JSON field")

@@ -190,3 +190,48 @@ async def test_pagination_returns_rows_with_null_keys(txn: Txn, order: str) -> N
     order_of_tags = [t for t, _ in seen]
     expected = ["a", "b", "c", None, None, None, None]
     assert order_of_tags == (expected if order == "asc" else expected[::-1])
+
+
+# -- held writes ---------------------------------------------------------------------------------------------
+
+
+async def test_a_held_write_keeps_its_json_as_it_was_at_the_call(txn: Txn) -> None:
+    """The function's own objects stay the function's: changing one after the call changes no held write."""
+    txn.cross_tenant = True
+    db = DatabaseWriter(txn)
+    settings: dict[str, Any] = {"horizonDays": 30, "tags": ["a"]}
+    first = await db.insert("businesses", {"name": "First", "timezone": "UTC", "currency": "EUR", "settings": settings})
+    settings["horizonDays"] = 60
+    settings["tags"].append("b")
+    second = await db.insert("businesses", {"name": "Second", "timezone": "UTC", "currency": "EUR",
+                                            "settings": settings})
+    assert len(txn.held) >= 2, "both inserts (and their audit rows) wait"
+    unsent = await txn.conn.fetch("SELECT _id FROM businesses WHERE _id = ANY($1::text[])", [first, second])
+    assert unsent == [] and txn.held, "not sent yet: a statement outside ctx.db does not send them"
+    await DatabaseReader(txn).get(first)  # a read sends them first
+    assert not txn.held
+    rows = {r["_id"]: r["settings"] for r in await txn.conn.fetch(
+        "SELECT _id, settings FROM businesses WHERE _id = ANY($1::text[])", [first, second])}
+    assert rows == {first: {"horizonDays": 30, "tags": ["a"]}, second: {"horizonDays": 60, "tags": ["a", "b"]}}
+
+
+async def test_a_held_write_that_fails_when_sent_stays_held_and_the_transaction_cannot_commit(txn: Txn) -> None:
+    db = DatabaseWriter(txn)
+    name = prefix()
+    await db.insert("counters", {"name": name, "value": 1})
+    assert len(txn.held) == 1
+    good = txn.held[0]
+    broken = type(good)(good.parts, (*good.params[:-1], "not a number"), good.types)  # as a driver error would
+    txn.held[0] = broken
+    with pytest.raises(Exception, match="int"):
+        await db.query("counters").with_index("by_name", lambda q: q.eq("name", name)).first()
+    assert txn.held == [broken] and txn.write_failed is not None
+
+
+async def test_a_lone_surrogate_is_refused_at_the_call_naming_the_field(txn: Txn) -> None:
+    db = DatabaseWriter(txn)
+    with pytest.raises(InvalidWrite, match=r"counters\.name: strings must be valid Unicode"):
+        await db.insert("counters", {"name": "bad \ud800", "value": 1})
+    txn.cross_tenant = True
+    with pytest.raises(InvalidWrite, match=r"businesses\.settings\.k: strings must be valid Unicode"):
+        await db.insert("businesses", {"name": "B", "timezone": "UTC", "currency": "EUR", "settings": {"k": "\udfff"}})

@@ -64,6 +64,7 @@ class Txn:
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Writes not yet sent, in order (see ``DatabaseWriter``); ``flush`` sends them.
     held: list[HeldWrite] = field(default_factory=list)
+    held_bytes: int = 0
     #: A held write that failed when it was sent. The function may have caught the error of the call that
     #: sent it (not the write's own call), so the transaction must not commit: the runner rolls it back.
     write_failed: BaseException | None = None
@@ -79,6 +80,7 @@ class Txn:
                 write = held[0]
                 await self.conn.execute(write.sql, *write.params)
                 del held[0]
+            self.held_bytes = 0
         except BaseException as error:
             self.write_failed = error
             raise

@@ -31,8 +31,10 @@ __all__ = ["DatabaseWriter"]
 
 Document = dict[str, Any]
 
-#: Writes held back at most at once; past it they are sent as they come (the ``COMMIT`` message stays small).
+#: Writes, and bytes of their text, JSON and byte values, held back at most at once; past either they are
+#: sent as they come (the ``COMMIT`` message, which writes values as hex, stays small).
 _MAX_HELD = 32
+_MAX_HELD_BYTES = 256 * 1024
 
 
 def _jsonable(value: Any) -> Any:
@@ -47,13 +49,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     return value
-
-
-def _copied(sql_type: str, value: Any) -> Any:
-    """A JSON value as its own copy (as the database would store it); any other value as it is."""
-    if value is None or not sql_type.startswith("jsonb"):
-        return value
-    return msgspec.json.decode(msgspec.json.encode(value, enc_hook=json_default))
 
 
 def _check_index_entries(table: TableSpec, doc: Document) -> None:
@@ -170,13 +165,25 @@ class DatabaseWriter(DatabaseReader):
             value = values.get(key)
             if value is not None and value not in docs and (value != tenant or value in gone):
                 return False
-        params = write.params
-        if any(t.startswith("jsonb") for t in write.types):
-            try:
-                params = tuple(_copied(t, v) for t, v in zip(write.types, params, strict=True))
-            except (TypeError, msgspec.EncodeError):
-                return False  # sent at the call, which reports it there
-        txn.held.append(HeldWrite(write.parts, params, write.types))
+        params: list[Any] = []
+        size = 0
+        for sql_type, value in zip(write.types, write.params, strict=True):
+            if isinstance(value, str | bytes):
+                size += len(value)
+            elif value is not None and sql_type.startswith("jsonb"):
+                try:
+                    encoded = msgspec.json.encode(value, enc_hook=json_default)
+                except (TypeError, msgspec.EncodeError):
+                    return False  # sent at the call, which reports it there
+                size += len(encoded)
+                value = msgspec.json.decode(encoded)  # its own copy, as the database will store it
+            elif isinstance(value, list):
+                size += sum(len(item) if isinstance(item, str | bytes) else 8 for item in value)
+            params.append(value)
+        if txn.held_bytes + size > _MAX_HELD_BYTES:
+            return False  # large values go as parameters, not as hex in the COMMIT message
+        txn.held.append(HeldWrite(write.parts, tuple(params), write.types))
+        txn.held_bytes += size
         return True
 
     def _stamp(self, table: TableSpec, doc: Document, *, created: bool) -> None:

@@ -235,3 +235,16 @@ async def test_a_lone_surrogate_is_refused_at_the_call_naming_the_field(txn: Txn
     txn.cross_tenant = True
     with pytest.raises(InvalidWrite, match=r"businesses\.settings\.k: strings must be valid Unicode"):
         await db.insert("businesses", {"name": "B", "timezone": "UTC", "currency": "EUR", "settings": {"k": "\udfff"}})
+
+
+async def test_large_values_are_sent_at_the_call_not_held(txn: Txn) -> None:
+    """The COMMIT message writes held values as hex: a large one goes as a parameter at its own call."""
+    txn.cross_tenant = True
+    db = DatabaseWriter(txn)
+    small = await db.insert("businesses", {"name": "Small", "timezone": "UTC", "currency": "EUR", "settings": {}})
+    assert [w.params[0] for w in txn.held][:1] == [small]
+    big = await db.insert("businesses", {"name": "Big", "timezone": "UTC", "currency": "EUR",
+                                         "settings": {"notes": "x" * 300_000}})
+    sent = await txn.conn.fetch("SELECT _id FROM businesses WHERE _id = ANY($1::text[])", [small, big])
+    assert {r["_id"] for r in sent} == {small, big}, "the large write sent what was held before it, then itself"
+    assert txn.held == [] and txn.held_bytes == 0  # its audit row is as large: sent too

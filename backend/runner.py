@@ -400,24 +400,23 @@ class Runner:
                                              msgspec.json.encode(lines), _caller_key(identity), bound)
             except _Rollback:
                 assert failure is not None
-                if session is not None:
-                    # The same request may have committed on another socket meanwhile (a reconnect racing a
-                    # half-open old socket): then its stored result is the answer, not this run's failure.
-                    stored = await _stored_result(conn, session, identity, bound)
-                    if stored is not None:
-                        return stored
-                return failure
             except asyncpg.UniqueViolationError as error:
                 raise _UniqueRace() from error
             except asyncpg.LockNotAvailableError:
                 # A held write waited for a row lock past the mutation's time limit: nothing was committed.
-                if session is not None and (stored := await _stored_result(conn, session, identity, bound)):
-                    return stored
-                return Outcome(error=timed_out("mutation", spec.path), log_lines=lines, tenant=resolved)
+                failure = Outcome(error=timed_out("mutation", spec.path), log_lines=lines, tenant=resolved)
             except _RETRYABLE as error:
                 error.retry_lane = resolved  # type: ignore[union-attr]
                 raise
-            return Outcome(value=value, log_lines=lines, wrote=wrote, tenant=resolved)
+            if failure is None:
+                return Outcome(value=value, log_lines=lines, wrote=wrote, tenant=resolved)
+            if session is not None:
+                # The same request may have committed on another socket meanwhile (a reconnect racing a
+                # half-open old socket): then its stored result is the answer, not this run's failure.
+                stored = await _stored_result(conn, session, identity, bound)
+                if stored is not None:
+                    return stored
+            return failure
 
     async def _finish_held(self, spec: FunctionSpec, txn: Txn, final: FinalWrites, started: float,
                            lines: list[str], tenant: str | None) -> Outcome | None:

@@ -18,18 +18,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from ..postgres import Connection
-from ._literals import literal
+from ._literals import bytea_literal, text_literal
 from ._txn import HeldWrite
 
 __all__ = ["FinalWrites", "serializable"]
-
-
-def _bytea(value: bytes) -> str:
-    return f"decode('{value.hex()}', 'hex')"
-
-
-def _text(value: str) -> str:
-    return f"convert_from({_bytea(value.encode())}, 'UTF8')"
 
 
 class FinalWrites:
@@ -45,12 +37,7 @@ class FinalWrites:
         here: past ``lock_wait_seconds`` PostgreSQL fails the message (``lock_not_available``) before
         ``COMMIT``, and nothing is committed."""
         statements = [f"SET LOCAL lock_timeout = {max(1, int(lock_wait_seconds * 1000))}"]
-        for write in writes:
-            pieces = [write.parts[0]]
-            for sql_type, value, part in zip(write.types, write.params, write.parts[1:], strict=True):
-                pieces.append(literal(sql_type, value))
-                pieces.append(part)
-            statements.append("".join(pieces))
+        statements += [write.literal_sql() for write in writes]
         # The bookkeeping rows wait as before: a racing replay of the same request waits on the stored
         # result's key and then finds it, instead of timing out on a request that did commit.
         statements.append("SET LOCAL lock_timeout = 0")
@@ -58,17 +45,17 @@ class FinalWrites:
 
     def commit_log(self, summary: bytes) -> None:
         self.statements.append("INSERT INTO _commit_log (xid, summary, committed_at) "
-                               f"VALUES (pg_current_xact_id(), {_bytea(summary)}, statement_timestamp())")
+                               f"VALUES (pg_current_xact_id(), {bytea_literal(summary)}, statement_timestamp())")
 
     def session_result(self, session_id: str, request_id: int, result: bytes, log_lines: bytes,
                        identity: str | None, function_path: str) -> None:
         """The stored result of a request, bound to who asked (token identifier, or NULL for anonymous) and
         what it ran (the function path, plus any argument binding)."""
-        caller = "NULL" if identity is None else _text(identity)
+        caller = "NULL" if identity is None else text_literal(identity)
         self.statements.append(
             "INSERT INTO _session_requests (session_id, request_id, result, log_lines, identity, function_path, "
-            f"created_at) VALUES ({_text(session_id)}, {int(request_id)}, {_bytea(result)}, {_bytea(log_lines)}, "
-            f"{caller}, {_text(function_path)}, statement_timestamp())")
+            f"created_at) VALUES ({text_literal(session_id)}, {int(request_id)}, {bytea_literal(result)}, {bytea_literal(log_lines)}, "
+            f"{caller}, {text_literal(function_path)}, statement_timestamp())")
 
 
 BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"

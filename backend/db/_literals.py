@@ -17,7 +17,7 @@ import msgspec
 
 from ..postgres import json_default
 
-__all__ = ["Unrenderable", "literal"]
+__all__ = ["Unrenderable", "bytea_literal", "literal", "text_literal"]
 
 
 _FIRST_INSTANT = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -28,16 +28,16 @@ class Unrenderable(Exception):
     """The value has no literal form here; send it as a parameter."""
 
 
-def _hex(value: bytes) -> str:
+def bytea_literal(value: bytes) -> str:
     return f"decode('{value.hex()}', 'hex')"
 
 
-def _text(value: str) -> str:
+def text_literal(value: str) -> str:
     try:
         encoded = value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: leave it to the driver's own error
         raise Unrenderable(value[:20]) from None
-    return f"convert_from({_hex(encoded)}, 'UTF8')"
+    return f"convert_from({bytea_literal(encoded)}, 'UTF8')"
 
 
 def _float(value: float) -> str:
@@ -60,7 +60,7 @@ def literal(sql_type: str, value: Any) -> str:
         return f"ARRAY[{', '.join(items)}]::{base}" if items else f"'{{}}'::{base}"
     kind = type(value)
     if base == "text" and isinstance(value, str):
-        return _text(value)
+        return text_literal(value)
     if base == "bigint" and kind is int:
         return str(value)
     if base == "double precision" and kind in (float, int):
@@ -79,7 +79,7 @@ def literal(sql_type: str, value: Any) -> str:
             encoded = msgspec.json.encode(value, enc_hook=json_default)
         except (TypeError, msgspec.EncodeError):
             raise Unrenderable(base) from None
-        return f"convert_from({_hex(encoded)}, 'UTF8')::jsonb"
+        return f"convert_from({bytea_literal(encoded)}, 'UTF8')::jsonb"
     if base == "bytea" and kind is bytes:
-        return _hex(value)
+        return bytea_literal(value)
     raise Unrenderable(f"{base}: {kind.__name__}")

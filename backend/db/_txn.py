@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from ..errors import LimitExceeded
 from ..postgres import Connection
 from ..schema import Schema
 from ._keys import Interval, ReadSet, WrittenKey, index_keys
+from ._literals import literal
 
 
 @dataclass(slots=True)
@@ -33,11 +35,16 @@ class HeldWrite:
 
     @property
     def sql(self) -> str:
-        pieces = [self.parts[0]]
-        for number, part in enumerate(self.parts[1:], start=1):
-            pieces.append(f"${number}")
-            pieces.append(part)
-        return "".join(pieces)
+        """The statement with ``$1``, ``$2``… for its parameters."""
+        return self._fill(f"${number}" for number in range(1, len(self.params) + 1))
+
+    def literal_sql(self) -> str:
+        """The statement with each parameter written as a literal (``_literals.Unrenderable`` if one has none)."""
+        return self._fill(literal(sql_type, value) for sql_type, value in zip(self.types, self.params, strict=True))
+
+    def _fill(self, values: Iterable[str]) -> str:
+        head, *rest = self.parts
+        return head + "".join(value + part for value, part in zip(values, rest, strict=True))
 
 
 @dataclass

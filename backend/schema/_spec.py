@@ -111,16 +111,16 @@ class TableSpec:
         return ", ".join(f'"{f.column}"' for f in self.columns)
 
     @functools.cached_property
-    def insert_sql(self) -> str:
-        """``INSERT`` of every column, parameters in column order."""
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(self.columns)))
-        return f'INSERT INTO "{self.name}" ({self.select_list}) VALUES ({placeholders})'
-
-    @functools.cached_property
     def insert_parts(self) -> tuple[str, ...]:
-        """``insert_sql``'s text around its parameters (for the same statement written with literals)."""
+        """``INSERT`` of every column: its text around the parameters, which come in column order (filled
+        with ``$n`` in ``insert_sql``, or with literals in a commit message)."""
         head = f'INSERT INTO "{self.name}" ({self.select_list}) VALUES ('
         return (head, *([", "] * (len(self.columns) - 1)), ")")
+
+    @functools.cached_property
+    def insert_sql(self) -> str:
+        head, *rest = self.insert_parts
+        return head + "".join(f"${number}{part}" for number, part in enumerate(rest, start=1))
 
     @functools.cached_property
     def sql_types(self) -> tuple[str, ...]:

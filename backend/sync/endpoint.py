@@ -2,8 +2,8 @@
 
 Litestar routes the socket and accepts it; the session then sends and receives through the server's own ASGI
 ``send``/``receive``, without litestar's per-message wrappers (``_Socket``): a commit's Transitions go out to
-many sockets at once, and an idle socket waits in fewer frames. Under the server's own WebSocket protocol the session writes frames
-past ``send`` altogether, several in one system call (``inbound.FRAME_WRITER``).
+many sockets at once, and an idle socket waits in fewer frames. Under the server's own WebSocket protocol the
+session writes frames past ``send`` altogether, several in one system call (``inbound.FRAME_WRITER``).
 """
 
 from __future__ import annotations
